@@ -1,0 +1,109 @@
+"""Dynamic batching: many concurrent ``submit(job)`` calls become few ``run_batch(jobs)`` calls.
+
+The first job to arrive opens a batch; the batch closes when it holds ``max_batch`` jobs or
+``max_wait_ms`` has passed, then runs while the next batch fills. At most ``concurrency``
+batches run at once; further jobs wait in the queue (backpressure). Used by the local
+executor, by the Ray router in the driver, and inside Ray actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+__all__ = ["Batcher"]
+
+
+class Batcher(Generic[J, R]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[J]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        concurrency: int = 1,
+    ) -> None:
+        if max_batch < 1 or concurrency < 1:
+            raise ValueError("max_batch and concurrency must be >= 1")
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max(0.0, max_wait_ms) / 1000.0
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queue: list[tuple[J, asyncio.Future[R]]] = []
+        self._wake = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.items = 0
+
+    async def submit(self, job: J) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((job, fut))
+        self._wake.set()
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.ensure_future(self._pump_loop())
+        return await fut
+
+    async def _pump_loop(self) -> None:
+        while self._queue:
+            await self._slots.acquire()
+            if self.max_wait_s > 0 and len(self._queue) < self.max_batch:
+                deadline = asyncio.get_running_loop().time() + self.max_wait_s
+                while len(self._queue) < self.max_batch:
+                    left = deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        break
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), left)
+                    except TimeoutError:
+                        break
+            else:
+                await asyncio.sleep(0)  # let jobs submitted in this tick join the batch
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            batch = [(j, f) for j, f in batch if not f.cancelled()]
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.ensure_future(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[J, asyncio.Future[R]]]) -> None:
+        try:
+            self.batches += 1
+            self.items += len(batch)
+            try:
+                results = await self._run_batch([j for j, _ in batch])
+            except BaseException as e:  # every waiter must hear about the failure
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+                if not isinstance(e, Exception):
+                    raise
+                return
+            if len(results) != len(batch):
+                err = RuntimeError(f"batch of {len(batch)} jobs returned {len(results)} results")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                return
+            for (_, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
+        finally:
+            self._slots.release()
+
+    async def aclose(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+        for t in list(self._running):
+            t.cancel()
+        for _, fut in self._queue:
+            if not fut.done():
+                fut.cancel()
+        self._queue.clear()

@@ -1,0 +1,111 @@
+"""Escalation policy: which tiers a step climbs, and which attempt a tier settles on.
+
+A step climbs one tier when its verifier rejects every particle, when it has no verifier
+and its best confidence is under the step's threshold, or when the tier's worker errors past
+its retries. The last tier is the large model when the planner has one, else the skill's
+offline fallback (an exact solver or classical method, named as such in reports).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from workers.base import Skill, Tier, Worker
+
+from .errors import ConfigError, EscalationFailed
+from .models import SelectRule, Step, Trial
+
+__all__ = ["Policy", "LARGE", "ladder_for", "select"]
+
+
+def _no_worker() -> Worker:
+    raise EscalationFailed("the large-model tier has no worker: it is answered by the planner's solve()")
+
+
+LARGE = Tier(name="large", worker=_no_worker, kind="large")
+"""The large model's tier: answered by ``planner.solve``."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How steps climb their ladders.
+
+    ``mode``: ``ladder`` (every tier in order), ``tiny_only`` (no final tier: no large model,
+    no fallback), ``final_only`` (straight to the final tier: "large only").
+    ``final``: ``auto`` (large model if the planner has one, else the fallback), ``large``,
+    ``fallback``, or ``none``.
+    ``ladders``: per-skill override of the tier names to climb (final tier excluded)."""
+
+    mode: Literal["ladder", "tiny_only", "final_only"] = "ladder"
+    final: Literal["auto", "large", "fallback", "none"] = "auto"
+    ladders: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _final_tier(skill: Skill, policy: Policy, has_large: bool) -> Tier | None:
+    if policy.final == "none":
+        return None
+    if policy.final == "large" or (policy.final == "auto" and has_large):
+        return LARGE
+    if skill.fallback is None:
+        if policy.final == "fallback":
+            raise ConfigError(f"skill {skill.name!r} has no fallback tier; use final='large' or 'auto'")
+        return LARGE if has_large else None
+    return skill.fallback
+
+
+def ladder_for(step: Step, skill: Skill, policy: Policy, has_large: bool) -> list[Tier]:
+    """The tiers ``step`` will climb, in order."""
+    if skill.name in policy.ladders:
+        names = policy.ladders[skill.name]
+        try:
+            tiers = [skill.tier(n) for n in names]
+        except KeyError as e:
+            raise ConfigError(f"policy ladder for {skill.name!r} names unknown tier {e.args[0]!r}; tiers: {skill.tier_names()}") from None
+    else:
+        tiers = list(skill.ladder)
+    final = _final_tier(skill, policy, has_large)
+    if policy.mode == "final_only":
+        chosen = [final] if final else tiers[-1:]
+    elif policy.mode == "tiny_only":
+        chosen = tiers or ([final] if final else [])
+    else:
+        chosen = tiers + ([final] if final and final not in tiers else [])
+    start = step.strategy.start_tier
+    if start is not None:
+        names = [t.name for t in chosen]
+        if start in names:
+            chosen = chosen[names.index(start) :]
+    if not chosen:
+        raise ConfigError(f"step {step.id!r}: policy leaves skill {skill.name!r} with no tier to run")
+    return chosen
+
+
+def select(trials: list[Trial], rule: SelectRule, *, verified: bool) -> Trial | None:
+    """Pick the attempt that settles the tier, or None.
+
+    With a verifier only verified trials are candidates. ``first_verified`` keeps the lowest
+    particle; ``max_confidence`` the most confident; ``vote`` groups identical answers and
+    picks the group with the largest total confidence (ties: the earliest particle)."""
+    cands = [
+        t
+        for t in trials
+        if t.attempt.output is not None
+        and (t.verdict.ok if t.verdict is not None else not verified)
+    ]
+    if not cands:
+        return None
+    if rule == "first_verified":
+        return min(cands, key=lambda t: t.attempt.particle)
+    if rule == "max_confidence":
+        return max(cands, key=lambda t: (t.attempt.confidence, -t.attempt.particle))
+    groups: dict[str, list[Trial]] = defaultdict(list)
+    for t in cands:
+        groups[json.dumps(t.attempt.output, sort_keys=True)].append(t)
+    best = max(
+        groups.values(),
+        key=lambda g: (sum(t.attempt.confidence for t in g) + 1e-9 * len(g), -min(t.attempt.particle for t in g)),
+    )
+    return max(best, key=lambda t: t.attempt.confidence)

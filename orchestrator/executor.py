@@ -1,0 +1,154 @@
+"""The executor seam: where jobs meet workers.
+
+An executor hosts one *pool* per worker kind and answers ``submit(pool, job)`` with an
+Attempt, batching concurrent submissions itself. ``LocalExecutor`` runs workers in this
+process (one thread per pool); ``RayExecutor`` (``orchestrator.ray_executor``) runs them in
+Ray actors. Both pass the same executor test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from workers.base import Job, PoolOptions, Worker
+
+from .batching import Batcher
+from .errors import ConfigError, WorkerError
+from .models import Attempt
+
+__all__ = ["Executor", "PoolSpec", "LocalExecutor", "run_worker_batch", "ExecutorStats"]
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool to host: its name, how to build its worker, and how to deploy it."""
+
+    name: str
+    worker: Callable[[], Worker]
+    options: PoolOptions = field(default_factory=PoolOptions)
+
+
+@dataclass
+class ExecutorStats:
+    batches: int = 0
+    items: int = 0
+    resends: int = 0
+    restarts_seen: int = 0
+
+
+def run_worker_batch(worker: Worker, jobs: Sequence[Job]) -> list[Attempt]:
+    """Call ``worker.solve_batch`` and check what came back: one Attempt per job.
+
+    Raises WorkerError (naming the worker) when the worker raises or returns the wrong shape.
+    Wall time is spread over the attempts that did not report their own."""
+    t0 = time.perf_counter()
+    try:
+        out = worker.solve_batch(list(jobs))
+    except Exception as e:  # noqa: BLE001 - converted into a named, typed error
+        raise WorkerError(f"worker {worker.name!r} raised {type(e).__name__}: {e}") from e
+    dt = time.perf_counter() - t0
+    if not isinstance(out, list) or len(out) != len(jobs):
+        got = len(out) if isinstance(out, list) else type(out).__name__
+        raise WorkerError(f"worker {worker.name!r} returned {got} answers for {len(jobs)} jobs; it must return one Attempt per job")
+    checked: list[Attempt] = []
+    for k, a in enumerate(out):
+        if not isinstance(a, Attempt):
+            try:
+                a = Attempt.model_validate(a)
+            except ValidationError:
+                raise WorkerError(
+                    f"worker {worker.name!r} returned {type(a).__name__} for job {k}; it must return Attempt objects"
+                ) from None
+        if a.cost.worker_s == 0.0:
+            a = a.model_copy(update={"cost": a.cost.model_copy(update={"worker_s": dt / len(jobs)})})
+        checked.append(a)
+    return checked
+
+
+class Executor(ABC):
+    """Hosts pools of workers and answers jobs."""
+
+    name: str = "executor"
+
+    def __init__(self) -> None:
+        self.stats = ExecutorStats()
+
+    @abstractmethod
+    async def ensure_pool(self, spec: PoolSpec) -> None:
+        """Start the pool if it is not running yet (idempotent)."""
+
+    @abstractmethod
+    async def submit(self, pool: str, job: Job) -> Attempt:
+        """Answer one job on ``pool``; concurrent submissions are batched."""
+
+    async def submit_many(self, pool: str, jobs: Sequence[Job]) -> list[Attempt | BaseException]:
+        return list(await asyncio.gather(*(self.submit(pool, j) for j in jobs), return_exceptions=True))
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop every pool."""
+
+    def pools(self) -> list[str]:
+        return []
+
+
+class _LocalPool:
+    def __init__(self, spec: PoolSpec) -> None:
+        self.spec = spec
+        self.worker = spec.worker()
+        self.worker.setup("cpu")
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pool-{spec.name}")
+        self.batcher: Batcher[Job, Attempt] = Batcher(
+            self._run, max_batch=spec.options.max_batch, max_wait_ms=spec.options.max_wait_ms, concurrency=1
+        )
+
+    async def _run(self, jobs: list[Job]) -> list[Attempt]:
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self.thread, run_worker_batch, self.worker, jobs)
+        try:
+            return await asyncio.wait_for(fut, self.spec.options.timeout_s)
+        except TimeoutError:
+            raise WorkerError(
+                f"worker {self.worker.name!r} took longer than {self.spec.options.timeout_s:g} s on a batch of {len(jobs)}; "
+                "raise the pool's timeout_s or shrink max_batch"
+            ) from None
+
+
+class LocalExecutor(Executor):
+    """Runs workers in this process: one thread and one dynamic batcher per pool."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pools: dict[str, _LocalPool] = {}
+
+    async def ensure_pool(self, spec: PoolSpec) -> None:
+        if spec.name not in self._pools:
+            self._pools[spec.name] = await asyncio.to_thread(_LocalPool, spec)
+
+    async def submit(self, pool: str, job: Job) -> Attempt:
+        try:
+            p = self._pools[pool]
+        except KeyError:
+            raise ConfigError(f"no pool named {pool!r}; call ensure_pool first") from None
+        attempt = await p.batcher.submit(job)
+        self.stats.items += 1
+        self.stats.batches = sum(x.batcher.batches for x in self._pools.values())
+        return attempt
+
+    def pools(self) -> list[str]:
+        return list(self._pools)
+
+    async def close(self) -> None:
+        for p in self._pools.values():
+            await p.batcher.aclose()
+            p.thread.shutdown(wait=False, cancel_futures=True)
+        self._pools.clear()

@@ -1,0 +1,232 @@
+"""``Fleet``: the public entry point. A planner, a registry of skills, an executor hosting
+worker pools, an escalation policy and a budget.
+
+    >>> from orchestrator import Fleet, Task
+    >>> fleet = Fleet(executor="local")
+    >>> report = fleet.run_sync(Task(skill="sudoku.solve", inputs={"puzzle": [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]}))
+    >>> report.status, report.output["solution"][0]
+    ('succeeded', [1, 2, 3, 4])
+    >>> fleet.close_sync()
+
+With no arguments it builds the offline default: the rule planner, the bundled workers and
+a local Ray (``executor="ray"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from planners.base import Planner
+from planners.rules import RulePlanner
+from workers.base import Skill
+from workers.builtin import default_registry
+from workers.registry import SkillRegistry
+
+from .budget import BudgetTracker
+from .errors import ConfigError
+from .escalation import Policy
+from .executor import Executor, LocalExecutor
+from .journal import Journal
+from .models import Budget, Cost, Event, Plan, RunReport, StepResult, Task
+from .plan_check import validate_plan
+from .run import PlanRun
+
+__all__ = ["Fleet"]
+
+Hook = Callable[[Event], None]
+
+
+class Fleet:
+    """A planner steering a fleet of tiny workers.
+
+    ``executor``: an Executor instance, ``"ray"`` (default; starts or attaches to Ray) or
+    ``"local"`` (in-process). ``address``: a Ray address to attach to (``"auto"`` or
+    ``ray://...``); None starts a local Ray sized to the machine unless ``RAY_ADDRESS`` is
+    set. ``hooks`` are called with every Event of every run (tracing, logging).
+    """
+
+    def __init__(
+        self,
+        planner: Planner | None = None,
+        *,
+        registry: SkillRegistry | None = None,
+        executor: Executor | str = "ray",
+        policy: Policy | None = None,
+        budget: Budget | None = None,
+        journal_dir: str | Path | None = None,
+        hooks: Iterable[Hook] = (),
+        address: str | None = None,
+    ) -> None:
+        self.planner: Planner = planner or RulePlanner()
+        self.registry = registry or default_registry()
+        self.policy = policy or Policy()
+        self.budget = budget
+        self.journal_dir = Path(journal_dir) if journal_dir else None
+        self.hooks: list[Hook] = list(hooks)
+        self._address = address
+        if isinstance(executor, str) and executor not in ("ray", "local"):
+            raise ConfigError(f"executor must be 'ray', 'local' or an Executor instance, got {executor!r}")
+        self._executor_arg = executor
+        self._executor: Executor | None = executor if isinstance(executor, Executor) else None
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            if self._executor_arg == "local":
+                self._executor = LocalExecutor()
+            else:
+                from .ray_executor import RayExecutor
+
+                self._executor = RayExecutor(address=self._address)
+        return self._executor
+
+    def add_skill(self, skill: Skill) -> Skill:
+        """Register (or replace) a skill on this fleet's registry."""
+        return self.registry.register(skill)
+
+    def add_hook(self, hook: Hook) -> None:
+        self.hooks.append(hook)
+
+    # ------------------------------------------------------------------ running
+
+    async def plan(self, task: Task) -> tuple[Plan, Cost]:
+        """Ask the planner for a plan and validate it; PlanError names the step and problem."""
+        planned = await self.planner.plan(task, self.registry)
+        validate_plan(planned.plan, self.registry, task.budget)
+        return planned.plan, planned.cost
+
+    async def run(
+        self,
+        task: Task | dict[str, Any] | None = None,
+        *,
+        plan: Plan | None = None,
+        journal: str | Path | None = None,
+        resume: str | Path | None = None,
+        policy: Policy | None = None,
+        budget: Budget | None = None,
+        on_event: Hook | None = None,
+    ) -> RunReport:
+        """Plan (unless ``plan`` is given), validate, and run ``task``; return its report.
+
+        ``journal`` writes a run journal there; ``resume`` continues the run that journal
+        recorded, re-running nothing that was already settled. ``policy`` and ``budget``
+        override the fleet's for this run. Bad input raises InputError or PlanError."""
+        started = time.monotonic()
+        resumed: dict[str, StepResult] = {}
+        jr: Journal | None = None
+        planner_cost = Cost()
+        if resume is not None:
+            jr = Journal.open_existing(resume)
+            task = jr.task()
+            plan = jr.plan()
+            resumed = jr.settled()
+        if task is None:
+            raise ConfigError("run() needs a task (or resume= a journal)")
+        if isinstance(task, dict):
+            task = Task.model_validate(task)
+        if budget is not None:
+            task = task.model_copy(update={"budget": budget})
+        elif self.budget is not None and task.budget == Budget():
+            task = task.model_copy(update={"budget": self.budget})
+        tracker = BudgetTracker(task.budget, started)
+        if plan is None:
+            planned = await self.planner.plan(task, self.registry)
+            plan, planner_cost = planned.plan, planned.cost
+            tracker.add(planner_cost)
+        validated = validate_plan(plan, self.registry, task.budget)
+        if jr is None:
+            path = Path(journal) if journal else (self.journal_dir / f"{task.id}.sqlite" if self.journal_dir else None)
+            if path is not None:
+                jr = Journal(path)
+        if jr is not None:
+            jr.write_start(task, plan)
+
+        def emit(ev: Event) -> None:
+            for h in [*self.hooks, *([on_event] if on_event else [])]:
+                h(ev)
+
+        run = PlanRun(
+            self,
+            task,
+            plan,
+            validated,
+            policy=policy or self.policy,
+            budget=tracker,
+            journal=jr,
+            resumed=resumed,
+            emit=emit,
+            planner_cost=planner_cost,
+        )
+        emit(Event(kind="plan_ready", run_id=task.id, data={"steps": len(plan.steps), "resumed": len(resumed), "planner": self.planner.name}))
+        status = "interrupted"
+        try:
+            report = await run.execute(started)
+            status = report.status
+        finally:
+            if jr is not None:
+                jr.write_end(status)
+                jr.close()
+        emit(Event(kind="run_done", run_id=task.id, data={"status": report.status, "totals": report.totals.model_dump()}))
+        return report
+
+    async def run_plan(self, plan: Plan, task: Task | None = None, **kw: Any) -> RunReport:
+        """Run a hand-built plan (validated first)."""
+        return await self.run(task or Task(goal="hand-built plan"), plan=plan, **kw)
+
+    async def stream(self, task: Task | dict[str, Any] | None = None, **kw: Any) -> AsyncIterator[Event]:
+        """Run ``task`` and yield its events as they happen; the last is ``run_done``.
+
+        Errors raised by the run (bad input) are raised from the iterator."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        runner = asyncio.ensure_future(self.run(task, on_event=queue.put_nowait, **kw))
+        runner.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    break
+                yield ev
+            runner.result()
+        finally:
+            if not runner.done():
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+
+    def run_sync(self, task: Task | dict[str, Any] | None = None, **kw: Any) -> RunReport:
+        """``run`` for plain synchronous code. Inside a running event loop, await ``run``."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise ConfigError("run_sync() was called inside a running event loop; use 'await fleet.run(task)' there")
+        if self._sync_loop is None or self._sync_loop.is_closed():
+            self._sync_loop = asyncio.new_event_loop()
+        return self._sync_loop.run_until_complete(self.run(task, **kw))
+
+    async def close(self) -> None:
+        """Stop the fleet's pools (a local Ray started by the fleet is left for reuse)."""
+        if self._executor is not None:
+            await self._executor.close()
+            self._executor = None if not isinstance(self._executor_arg, Executor) else self._executor
+
+    def close_sync(self) -> None:
+        if self._sync_loop is not None and not self._sync_loop.is_closed():
+            self._sync_loop.run_until_complete(self.close())
+            self._sync_loop.close()
+        elif self._executor is not None:
+            asyncio.run(self.close())
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+

@@ -1,0 +1,257 @@
+"""Typed data that crosses boundaries: tasks, plans, attempts, verdicts, reports, events.
+
+All of these are pydantic v2 models; they travel between processes (Ray), over HTTP
+(planners) and into JSON files (journal, ``--json`` output).
+
+A step's ``inputs`` hold literals or references to earlier steps' outputs::
+
+    {"grid": {"$ref": "leg0"}}            # the whole output of step leg0
+    {"path": {"$ref": "leg0.path"}}       # one field of it
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "Budget",
+    "Task",
+    "Strategy",
+    "Step",
+    "Plan",
+    "Cost",
+    "Attempt",
+    "Verdict",
+    "Trial",
+    "StepResult",
+    "Totals",
+    "RunReport",
+    "Event",
+    "EventKind",
+    "StepStatus",
+    "RunStatus",
+    "SelectRule",
+]
+
+_STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+
+SelectRule = Literal["first_verified", "vote", "max_confidence"]
+StepStatus = Literal["verified", "accepted", "failed", "skipped"]
+RunStatus = Literal["succeeded", "failed", "partial"]
+EventKind = Literal[
+    "plan_ready",
+    "step_dispatched",
+    "attempt",
+    "verdict",
+    "escalation",
+    "step_done",
+    "budget_stop",
+    "run_done",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Strict):
+    """Limits of one run. ``None`` means unlimited. When one runs out the run stops as
+    ``partial`` and the report names the budget."""
+
+    max_large_calls: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    deadline_s: float | None = Field(default=None, gt=0)
+    max_steps: int = Field(default=100_000, ge=1)
+
+
+class Task(_Strict):
+    """What a user asks. ``goal`` or ``skill`` may be omitted when the other says enough."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    goal: str = ""
+    skill: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    budget: Budget = Field(default_factory=Budget)
+
+    @model_validator(mode="after")
+    def _goal_or_skill(self) -> Task:
+        if not self.goal.strip() and not self.skill and not self.inputs:
+            raise ValueError("a task needs a 'goal', a 'skill' or 'inputs'; all three are empty")
+        return self
+
+
+class Strategy(_Strict):
+    """How a step is attempted: particles per tier, how to pick among them, when to climb."""
+
+    particles: int = Field(default=1, ge=1, le=64)
+    select: SelectRule = "first_verified"
+    max_depth: int | None = Field(default=None, ge=1, description="recursion / supervision steps cap")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="min confidence when unverifiable")
+    start_tier: str | None = None
+    retries: int = Field(default=1, ge=0, le=5, description="re-tries of a tier whose worker errored")
+
+
+class Step(_Strict):
+    """One node of a plan's DAG."""
+
+    id: str
+    skill: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    after: list[str] = Field(default_factory=list)
+    strategy: Strategy = Field(default_factory=Strategy)
+    verify: bool | str = True
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, v: str) -> str:
+        if not _STEP_ID.match(v):
+            raise ValueError(
+                f"step id {v!r} must start with a letter or '_' and hold only letters, digits, '_' or '-' (max 64)"
+            )
+        return v
+
+
+class Plan(_Strict):
+    """A DAG of steps plus the reference(s) that answer the task."""
+
+    steps: list[Step]
+    output: str | list[str]
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+
+class Cost(_Strict):
+    """What something cost: tokens and dollars of LLM calls, seconds of workers."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    worker_s: float = 0.0
+    particles: int = 0
+    recursion_steps: int = 0
+    large_calls: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            tokens_in=self.tokens_in + other.tokens_in,
+            tokens_out=self.tokens_out + other.tokens_out,
+            cost_usd=self.cost_usd + other.cost_usd,
+            worker_s=self.worker_s + other.worker_s,
+            particles=self.particles + other.particles,
+            recursion_steps=self.recursion_steps + other.recursion_steps,
+            large_calls=self.large_calls + other.large_calls,
+        )
+
+
+class Attempt(_Strict):
+    """One worker's answer to one step (one particle). ``output`` is None when it gave up."""
+
+    output: dict[str, Any] | None
+    confidence: float = Field(ge=0.0, le=1.0)
+    worker: str
+    tier: str = ""
+    particle: int = 0
+    cost: Cost = Field(default_factory=Cost)
+    error: str | None = None
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Verdict(_Strict):
+    """A verifier's ruling on one attempt. ``judgement`` marks an opinion (LLM judge), not a proof."""
+
+    ok: bool
+    reason: str = ""
+    score: float | None = None
+    verifier: str = ""
+    judgement: bool = False
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Trial(_Strict):
+    """An attempt together with its verdict (None when the step has no verifier)."""
+
+    attempt: Attempt
+    verdict: Verdict | None = None
+
+
+class StepResult(_Strict):
+    """Final state of a step."""
+
+    step_id: str
+    skill: str
+    status: StepStatus
+    output: dict[str, Any] | None = None
+    trials: list[Trial] = Field(default_factory=list)
+    escalated: bool = False
+    tier: str | None = None
+    tiers_tried: list[str] = Field(default_factory=list)
+    cost: Cost = Field(default_factory=Cost)
+    resends: int = 0
+    error: str | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    resumed: bool = False
+
+    @property
+    def settled(self) -> bool:
+        return self.status in ("verified", "accepted")
+
+
+class Totals(_Strict):
+    """Run totals; ``per_tier`` counts steps settled at each tier."""
+
+    steps: int = 0
+    verified: int = 0
+    accepted: int = 0
+    failed: int = 0
+    skipped: int = 0
+    resumed: int = 0
+    escalated: int = 0
+    per_tier: dict[str, int] = Field(default_factory=dict)
+    large_model_calls: int = 0
+    planner_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    worker_seconds: float = 0.0
+    particles: int = 0
+    resends: int = 0
+    wall_s: float = 0.0
+    cost_per_step_usd: float = 0.0
+    worker_seconds_per_step: float = 0.0
+
+
+class RunReport(_Strict):
+    """What ``Fleet.run`` returns and ``tinyfleet run --json`` prints."""
+
+    task_id: str
+    status: RunStatus
+    output: Any = None
+    steps: list[StepResult] = Field(default_factory=list)
+    totals: Totals = Field(default_factory=Totals)
+    stopped_by: str | None = None
+    error: str | None = None
+    planner: str = ""
+    executor: str = ""
+    journal: str | None = None
+
+
+class Event(_Strict):
+    """One thing that happened during a run, as yielded by ``Fleet.stream``."""
+
+    kind: EventKind
+    run_id: str
+    step_id: str | None = None
+    tier: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    ts: float = Field(default_factory=time.time)

@@ -1,0 +1,18 @@
+"""Workers, verifiers and skills: the base classes, the registry, the task kits and the
+built-in skills with their ladders."""
+
+from .base import Job, PoolOptions, Skill, Tier, Verifier, Worker
+from .builtin import default_registry
+from .registry import SkillRegistry, validate_payload
+
+__all__ = [
+    "Job",
+    "Worker",
+    "Verifier",
+    "Skill",
+    "Tier",
+    "PoolOptions",
+    "SkillRegistry",
+    "default_registry",
+    "validate_payload",
+]

@@ -1,0 +1,161 @@
+"""Worker, Verifier and Skill: the pieces a skill is made of.
+
+A *worker* answers jobs of one skill in batches (``solve_batch``); a *verifier* rules on
+answers (``check_batch``); a *skill* ties an input and output model to a verifier and an
+escalation ladder of tiers, each tier naming the worker that serves it.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+from orchestrator.models import Attempt, Cost, Verdict
+
+__all__ = ["Job", "Worker", "Verifier", "Tier", "TierKind", "Skill", "PoolOptions"]
+
+TierKind = Literal["tiny", "heuristic", "llm", "tool", "exact", "large"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work for a worker: a validated input and which particle this is.
+
+    ``particle`` > 0 asks a stochastic worker for a different sample (another augmentation,
+    another seed); ``max_depth`` caps recursion / supervision steps where a worker has them.
+    """
+
+    input: BaseModel
+    particle: int = 0
+    max_depth: int | None = None
+    key: str = ""
+
+
+class Worker(ABC):
+    """Base class of every worker. Subclasses set ``name`` and ``skill`` and implement
+    :meth:`solve_batch`. ``setup`` runs once in the process that hosts the worker (a Ray
+    actor or the driver) before the first batch; load models there."""
+
+    name: ClassVar[str] = ""
+    skill: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False
+    """True when particles > 1 give different answers (augmentations, sampling)."""
+
+    device: str = "cpu"
+
+    def setup(self, device: str = "cpu") -> None:
+        self.device = device
+
+    @abstractmethod
+    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
+        """Answer every job, in order; one Attempt per job (``output=None`` to give up)."""
+
+    def attempt(
+        self,
+        output: BaseModel | dict[str, Any] | None,
+        confidence: float,
+        *,
+        job: Job,
+        seconds: float = 0.0,
+        error: str | None = None,
+        recursion_steps: int = 0,
+        **info: Any,
+    ) -> Attempt:
+        """Build an Attempt signed by this worker."""
+        out = output.model_dump() if isinstance(output, BaseModel) else output
+        return Attempt(
+            output=out,
+            confidence=max(0.0, min(1.0, float(confidence))),
+            worker=self.name,
+            particle=job.particle,
+            cost=Cost(worker_s=seconds, particles=1, recursion_steps=recursion_steps),
+            error=error,
+            info=info,
+        )
+
+
+class Verifier(ABC):
+    """Rules on answers. ``blocking`` verifiers (subprocesses, network) run in a thread."""
+
+    name: ClassVar[str] = ""
+    blocking: ClassVar[bool] = False
+
+    @abstractmethod
+    def check_batch(self, pairs: Sequence[tuple[BaseModel, BaseModel]]) -> list[Verdict]:
+        """One Verdict per (input, output) pair, in order."""
+
+    def verdict(self, ok: bool, reason: str = "", score: float | None = None, **details: Any) -> Verdict:
+        return Verdict(ok=ok, reason=reason, score=score, verifier=self.name, details=details)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How a worker's pool is deployed: replicas, resources, batching, placement."""
+
+    replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_batch: int = 64
+    max_wait_ms: float = 2.0
+    max_concurrency: int = 4
+    inline: bool = False
+    """Run in the driver process even under Ray (cheap tools, pure-Python heuristics)."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources, e.g. ``{"gpu_node": 0.01}`` to pin a pool to a node type."""
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One rung of a ladder: a name shown in reports, a worker factory and its pool."""
+
+    name: str
+    worker: Callable[[], Worker]
+    kind: TierKind = "tiny"
+    pool: PoolOptions = field(default_factory=PoolOptions)
+
+    @property
+    def pool_name(self) -> str:
+        return self.name
+
+
+@dataclass
+class Skill:
+    """A named capability: typed input/output, a verifier and an escalation ladder.
+
+    ``fallback`` is the offline last tier (an exact solver or a classical method); with a
+    large model configured the ladder ends at the large model instead.
+    ``precheck`` rejects inputs that are well-formed but hopeless (an unsolvable puzzle)
+    before anything runs, raising :class:`orchestrator.InputError`.
+    """
+
+    name: str
+    description: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    ladder: list[Tier] = field(default_factory=list)
+    fallback: Tier | None = None
+    verifier: Verifier | None = None
+    precheck: Callable[[BaseModel], None] | None = None
+    recognize: Callable[[dict[str, Any]], bool] | None = None
+
+    def tier(self, name: str) -> Tier:
+        for t in [*self.ladder, *([self.fallback] if self.fallback else [])]:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.ladder] + ([self.fallback.name] if self.fallback else [])
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``fn`` and return (result, seconds)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0

@@ -1,0 +1,92 @@
+"""The built-in skills and their escalation ladders (the embedded default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import maze, sudoku
+from .base import PoolOptions, Skill, Tier
+from .classic import (
+    MazeBFSSolver,
+    MazeGreedyWorker,
+    RouteAssembler,
+    RouteInput,
+    RouteOutput,
+    SudokuExactSolver,
+    SudokuPropagationWorker,
+)
+from .registry import SkillRegistry
+from .verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
+
+__all__ = ["default_registry", "sudoku_skill", "maze_skill", "route_skill"]
+
+# Pure-Python tiers: cheap per item, so a pool batches many items per call.
+_HEURISTIC_POOL = PoolOptions(replicas=1, num_cpus=0.5, max_batch=256, max_wait_ms=2.0)
+_EXACT_POOL = PoolOptions(replicas=1, num_cpus=0.5, max_batch=64, max_wait_ms=2.0)
+_TOOL_POOL = PoolOptions(inline=True, max_batch=256, max_wait_ms=0.0)
+
+
+def _sudoku_precheck(inp: BaseModel) -> None:
+    assert isinstance(inp, sudoku.SudokuInput)
+    sudoku.solve_exact(inp.puzzle)  # raises InputError when unsolvable
+
+
+def _maze_precheck(inp: BaseModel) -> None:
+    assert isinstance(inp, maze.MazeInput)
+    maze.bfs_path(inp.grid)  # raises InputError when G is unreachable
+
+
+def _looks_like_sudoku(inputs: dict[str, Any]) -> bool:
+    return "puzzle" in inputs
+
+
+def _looks_like_maze(inputs: dict[str, Any]) -> bool:
+    return "grid" in inputs and "stops" not in inputs
+
+
+def sudoku_skill() -> Skill:
+    return Skill(
+        name="sudoku.solve",
+        description="Complete an n x n sudoku (n in 4, 6, 9; 0 = blank). Input {'puzzle': [[int]]}.",
+        input_model=sudoku.SudokuInput,
+        output_model=sudoku.SudokuOutput,
+        ladder=[Tier("propagate", SudokuPropagationWorker, "heuristic", _HEURISTIC_POOL)],
+        fallback=Tier("exact", SudokuExactSolver, "exact", _EXACT_POOL),
+        verifier=SudokuVerifier(),
+        precheck=_sudoku_precheck,
+        recognize=_looks_like_sudoku,
+    )
+
+
+def maze_skill() -> Skill:
+    return Skill(
+        name="maze.route",
+        description="Shortest 4-connected path from S to G in a grid of '#', '.', 'S', 'G'. Input {'grid': [str]}.",
+        input_model=maze.MazeInput,
+        output_model=maze.MazeOutput,
+        ladder=[Tier("greedy", MazeGreedyWorker, "heuristic", _HEURISTIC_POOL)],
+        fallback=Tier("bfs", MazeBFSSolver, "exact", _EXACT_POOL),
+        verifier=MazeVerifier(),
+        precheck=_maze_precheck,
+        recognize=_looks_like_maze,
+    )
+
+
+def route_skill() -> Skill:
+    return Skill(
+        name="route.assemble",
+        description="Join consecutive route legs into one path. Input {'legs': [[[r, c], ...], ...]}.",
+        input_model=RouteInput,
+        output_model=RouteOutput,
+        ladder=[Tier("assemble", RouteAssembler, "tool", _TOOL_POOL)],
+        verifier=RouteVerifier(),
+    )
+
+
+def default_registry() -> SkillRegistry:
+    """A fresh registry with every built-in skill (plus those installed via entry points)."""
+    reg = SkillRegistry([sudoku_skill(), maze_skill(), route_skill()])
+    reg.load_entry_points()
+    return reg
