@@ -1,0 +1,7 @@
+"""``python -m orchestrator ...`` is ``tinyfleet ...`` (the ``ray job submit`` entrypoint)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,259 @@
+"""The ``tinyfleet`` command line (also ``python -m orchestrator``).
+
+Exit status: 0 succeeded; 1 the run failed or stopped partial; 2 bad input or usage, with
+one line on stderr naming the problem (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError, PlanError, TinyfleetError
+from .escalation import Policy
+from .fleet import Fleet
+from .models import RunReport, Task
+from .progress import Progress, summary
+from .taskfile import load_task, read_json
+
+__all__ = ["main", "build_parser"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, no usage dump
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tinyfleet", description="A large planner model steering a fleet of tiny verified models on Ray.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add_exec(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--executor", choices=["ray", "local"], default="ray", help="where workers run (default: ray)")
+        sp.add_argument("--address", default=None, help="Ray address to attach to (default: start a local Ray, or RAY_ADDRESS)")
+
+    d = sub.add_parser("demo", help="the main job, offline, on the embedded default")
+    d.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
+    d.add_argument("--out", default="tinyfleet-demo", help="directory for the demo's outputs")
+    d.add_argument("--seed", type=int, default=7)
+    add_exec(d)
+
+    r = sub.add_parser("run", help="run a task file")
+    r.add_argument("task", nargs="?", help="task JSON file (omit with --resume)")
+    r.add_argument("--planner", choices=["rules", "openai"], default="rules")
+    r.add_argument("--journal", default=None, help="journal file (default: runs/<task id>.sqlite)")
+    r.add_argument("--resume", default=None, help="continue the run recorded in this journal")
+    r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default="ladder")
+    r.add_argument("--particles", type=int, default=None, help="particles per step (overrides the plan)")
+    r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
+    add_exec(r)
+
+    s = sub.add_parser("skills", help="skills, their tiers, workers and checkpoints")
+    s.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("verify", help="run one skill's verifier on an answer")
+    v.add_argument("--skill", required=True)
+    v.add_argument("--input", required=True, help="JSON file with the skill's input payload")
+    v.add_argument("--answer", required=True, help="JSON file with the answer (the skill's output payload)")
+    v.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train a tiny model and write a checkpoint + model card")
+    t.add_argument("--skill", required=True)
+    t.add_argument("--model", required=True, choices=["trm", "hrm", "cfc", "ltc"])
+    t.add_argument("--size", type=int, default=None)
+    t.add_argument("--minutes", type=float, default=5.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None)
+    t.add_argument("--resume", default=None)
+
+    e = sub.add_parser("eval", help="evaluate a bundled or given checkpoint")
+    e.add_argument("--skill", required=True)
+    e.add_argument("--model", default=None, choices=["trm", "hrm", "cfc", "ltc"])
+    e.add_argument("--size", type=int, default=None)
+    e.add_argument("--n", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--no-halt", dest="halt", action="store_false", help="always run N_sup steps")
+    e.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bench", help="side-by-side benchmarks")
+    b.add_argument("names", nargs="*")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--out", default="bench-out")
+    return p
+
+
+def _print_report(report: RunReport, as_json: bool) -> None:
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(summary(report))
+
+
+def _make_fleet(args: argparse.Namespace, planner_name: str = "rules") -> Fleet:
+    planner = None
+    if planner_name == "openai":
+        try:
+            from planners.openai import OpenAIPlanner
+        except ImportError as e:
+            raise ConfigError(f"the openai planner is not available: {e}") from None
+        planner = OpenAIPlanner.from_env()
+    policy = Policy(mode=getattr(args, "policy", "ladder"))
+    return Fleet(planner=planner, executor=args.executor, address=args.address, policy=policy)
+
+
+async def _run_with_progress(fleet: Fleet, quiet: bool, **kw: Any) -> RunReport:
+    hook = None if quiet else Progress()
+    try:
+        return await fleet.run(on_event=hook, **kw)
+    finally:
+        await fleet.close()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.task is None and args.resume is None:
+        raise _UsageError("run needs a TASK.json file or --resume JOURNAL")
+    task = load_task(args.task) if args.task else None
+    if task is not None and args.particles is not None:
+        task = task.model_copy(update={"inputs": task.inputs})
+    fleet = _make_fleet(args, args.planner)
+    if args.particles is not None:
+        from planners.rules import RulePlanner
+        from .models import Strategy
+
+        if isinstance(fleet.planner, RulePlanner):
+            fleet.planner.strategy = Strategy(particles=args.particles, select="vote")
+    journal = args.journal
+    if journal is None and args.resume is None and task is not None:
+        journal = str(Path("runs") / f"{task.id}.sqlite")
+    report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume))
+    _print_report(report, args.json)
+    return 0 if report.status == "succeeded" else 1
+
+
+def demo_task(seed: int = 7) -> Task:
+    """The demo's workload: a mixed batch of sudoku (4x4, 6x6, 9x9 of mixed difficulty) and
+    mazes, recognised item by item by the rule planner."""
+    from workers import maze, sudoku
+
+    rng = random.Random(seed)
+    items: list[dict[str, Any]] = []
+    for n, givens in [(4, 5), (4, 6), (6, 12), (6, 14), (9, 36), (9, 30), (9, 24), (9, 22)]:
+        for _ in range(4):
+            items.append({"puzzle": sudoku.generate(n, rng, givens)[0]})
+    for size, loops in [(11, 0.0), (11, 0.1), (15, 0.1), (21, 0.15)]:
+        for _ in range(4):
+            items.append({"grid": maze.generate(size, rng, loops=loops)})
+    rng.shuffle(items)
+    return Task(id=f"demo-{seed}", goal="solve a mixed batch of sudoku and mazes", inputs={"items": items})
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    task = demo_task(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fleet = _make_fleet(args)
+    report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=str(out / "journal.sqlite")))
+    (out / "report.json").write_text(report.model_dump_json(indent=2))
+    if args.json:
+        _print_report(report, True)
+    else:
+        print(summary(report))
+        print(f"report: {out / 'report.json'}")
+    return 0 if report.status == "succeeded" else 1
+
+
+def _cmd_skills(args: argparse.Namespace) -> int:
+    from workers.builtin import default_registry
+
+    described = default_registry().describe()
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for s in described:
+        tiers = [f"{t['name']}({t['kind']}: {t['worker']})" for t in s["tiers"]]
+        if s["fallback"]:
+            tiers.append(f"{s['fallback']['name']}({s['fallback']['kind']}: {s['fallback']['worker']})")
+        tiers.append("large (with --planner openai)")
+        print(f"{s['skill']}: {s['description']}")
+        print(f"    ladder: {' -> '.join(tiers)}")
+        print(f"    verifier: {s['verifier'] or '(none: confidence threshold)'}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from workers.builtin import default_registry
+    from workers.registry import validate_payload
+
+    reg = default_registry()
+    skill = reg.get(args.skill)
+    inp = validate_payload(skill.input_model, read_json(args.input, "input file"), what=f"{skill.name} input")
+    ans = validate_payload(skill.output_model, read_json(args.answer, "answer file"), what=f"{skill.name} answer")
+    if skill.verifier is None:
+        raise ConfigError(f"skill {skill.name!r} has no verifier")
+    verdict = skill.verifier.check_batch([(inp, ans)])[0]
+    if args.json:
+        print(verdict.model_dump_json(indent=2))
+    else:
+        print(f"{'ok' if verdict.ok else 'rejected'} ({verdict.verifier}): {verdict.reason}")
+    return 0 if verdict.ok else 1
+
+
+def _cmd_train_eval(args: argparse.Namespace) -> int:
+    if args.skill.startswith("series."):
+        from workers import liquid_training as mod  # type: ignore[attr-defined]
+    else:
+        from workers import training as mod  # type: ignore[attr-defined]
+    fn = mod.train_command if args.command == "train" else mod.eval_command
+    return int(fn(args))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return int(bench.bench_command(args))
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "run": _cmd_run,
+    "skills": _cmd_skills,
+    "verify": _cmd_verify,
+    "train": _cmd_train_eval,
+    "eval": _cmd_train_eval,
+    "bench": _cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except _UsageError as e:
+        print(f"tinyfleet: usage error: {e}", file=sys.stderr)
+        return 2
+    except (InputError, PlanError, ConfigError) as e:
+        print(f"tinyfleet: error: {e}", file=sys.stderr)
+        return 2
+    except TinyfleetError as e:
+        print(f"tinyfleet: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tinyfleet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
