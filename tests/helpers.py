@@ -1,0 +1,88 @@
+"""Small real workers and planners used by several test modules."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from orchestrator import Attempt, Cost, Plan, Step, StepResult, Task
+from planners.base import Planned
+from planners.rules import RulePlanner
+from workers import Job, Worker, sudoku
+from workers.base import Skill
+from workers.registry import SkillRegistry
+
+
+def sudoku_items(n: int, count: int, seed: int, givens: int | None = None) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"puzzle": sudoku.generate(n, rng, givens)[0]} for _ in range(count)]
+
+
+class WrongThenRightWorker(Worker):
+    """Particle 0 answers a corrupted grid (fails verification); particles >= 1 answer right."""
+
+    name = "test.wrong-then-right"
+    skill = "sudoku.solve"
+    stochastic = True
+
+    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
+        out = []
+        for job in jobs:
+            assert isinstance(job.input, sudoku.SudokuInput)
+            sol = sudoku.solve_exact(job.input.puzzle)
+            if job.particle == 0:
+                sol = [row[:] for row in sol]
+                sol[0][0], sol[0][1] = sol[0][1], sol[0][0]
+            out.append(self.attempt(sudoku.SudokuOutput(solution=sol), 0.9 if job.particle else 0.99, job=job))
+        return out
+
+
+class AlwaysWrongWorker(Worker):
+    name = "test.always-wrong"
+    skill = "sudoku.solve"
+
+    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
+        return [self.attempt({"solution": [[1] * len(j.input.puzzle)] * len(j.input.puzzle)}, 0.99, job=j) for j in jobs]  # type: ignore[attr-defined]
+
+
+class SlowWorker(Worker):
+    """Sleeps ``delay`` seconds per batch, then answers exactly (for deadlines, kills)."""
+
+    name = "test.slow"
+    skill = "sudoku.solve"
+    delay = 0.2
+
+    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
+        time.sleep(self.delay)
+        return [self.attempt(sudoku.SudokuOutput(solution=sudoku.solve_exact(j.input.puzzle)), 1.0, job=j) for j in jobs]  # type: ignore[attr-defined]
+
+
+class ExactLargeModel(RulePlanner):
+    """A planner whose ``solve`` plays the large model with an exact solver and charges
+    tokens per call: lets budget tests run offline. Not an LLM, and named so."""
+
+    name = "test-exact-large"
+    has_large_model = True
+
+    def __init__(self, tokens_per_call: int = 100, usd_per_call: float = 0.01) -> None:
+        super().__init__()
+        self.tokens = tokens_per_call
+        self.usd = usd_per_call
+        self.calls = 0
+
+    async def solve(self, step: Step, inputs: BaseModel, skill: Skill) -> Attempt:
+        self.calls += 1
+        assert isinstance(inputs, sudoku.SudokuInput)
+        sol = sudoku.solve_exact(inputs.puzzle)
+        return Attempt(
+            output={"solution": sol},
+            confidence=1.0,
+            worker="test-large",
+            cost=Cost(large_calls=1, tokens_in=self.tokens // 2, tokens_out=self.tokens - self.tokens // 2, cost_usd=self.usd),
+        )
+
+    async def replan(self, task: Task, plan: Plan, failures: list[StepResult], skills: SkillRegistry) -> Planned:
+        return Planned(plan)
