@@ -83,7 +83,7 @@ class PoolActor:
     worker, so a forward pass never blocks the actor's event loop."""
 
     def __init__(self, factory: Callable[[], Worker], max_batch: int, max_wait_ms: float) -> None:
-        self.device = _pick_device()
+        self.device, self.note = _pick_device()
         self.worker = factory()
         self.worker.setup(self.device)
         self._thread = ThreadPoolExecutor(max_workers=1)
@@ -113,23 +113,24 @@ class PoolActor:
             "worker": self.worker.name,
             "node": ray.get_runtime_context().get_node_id(),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "note": self.note,
         }
 
 
-def _pick_device() -> str:
-    """CUDA when Ray gave this actor a GPU and torch can see one; else CPU."""
+def _pick_device() -> tuple[str, str]:
+    """(device, note): CUDA when Ray gave this actor a GPU and torch can see one; else CPU,
+    with a note saying why when a GPU was asked for."""
     import ray
 
     if not ray.get_gpu_ids():
-        return "cpu"
+        return "cpu", ""
     try:
         import torch
     except ImportError:
-        return "cpu"
+        return "cpu", "this actor holds a GPU from Ray but torch is not installed; running on CPU"
     if torch.cuda.is_available():
-        return "cuda"
-    _warn_once("gpu-no-cuda", "this actor holds a GPU from Ray but torch sees no CUDA device; running on CPU")
-    return "cpu"
+        return "cuda", ""
+    return "cpu", "an actor holds a GPU from Ray but torch sees no CUDA device; GPU pools run on CPU"
 
 
 @dataclass
@@ -241,6 +242,8 @@ class RayExecutor(Executor):
             ) from None
         except ray.exceptions.RayError as e:
             raise WorkerUnavailable(f"pool {spec.name!r} failed to start: {_ray_message(e)}") from None
+        for note in {i.get("note") for i in info} - {"", None}:
+            _warn_once(f"note:{note}", str(note))
         pool = _RayPool(spec, opts, [_ActorSlot(h, asyncio.Semaphore(max(1, opts.max_concurrency))) for h in handles], info=info)
         pool.batcher = Batcher(
             lambda jobs, p=pool: self._dispatch(p, jobs),
@@ -336,6 +339,7 @@ class RayExecutor(Executor):
 
 
 def _ray_message(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    head = text[0] if text else ""
-    return f"{type(e).__name__}: {head[:300]}"
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    head = lines[0][:300] if lines else ""
+    tail = lines[-1][:300] if len(lines) > 1 else ""
+    return f"{type(e).__name__}: {head}" + (f" ... {tail}" if tail else "")

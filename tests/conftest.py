@@ -12,6 +12,11 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _paths() -> list[str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [here, os.path.dirname(here), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """Start one local Ray for the session (2 logical CPUs, 1 logical GPU for placement tests)."""
@@ -24,7 +29,8 @@ def ray_session() -> Iterator[None]:
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+            # test-only workers live in tests/: let actor processes import them
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(_paths())}},
         )
     yield
     ray.shutdown()
