@@ -3,9 +3,16 @@ journal and events. Everything public is re-exported here.
 
     from orchestrator import Fleet, Task
     report = Fleet().run_sync(Task(skill="sudoku.solve", inputs={"puzzle": grid}))
+
+Names are resolved lazily (PEP 562), so ``workers`` can import ``orchestrator.models`` and
+``orchestrator.errors`` without pulling in the run loop (which imports ``workers``).
 """
 
-from .budget import BudgetTracker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BudgetExceeded,
     ConfigError,
@@ -16,11 +23,6 @@ from .errors import (
     WorkerError,
     WorkerUnavailable,
 )
-from .escalation import LARGE, Policy
-from .executor import Executor, LocalExecutor, PoolSpec
-from .fleet import Fleet
-from .journal import Journal
-from .ledger import Price, PriceTable
 from .models import (
     Attempt,
     Budget,
@@ -36,7 +38,40 @@ from .models import (
     Trial,
     Verdict,
 )
-from .plan_check import validate_plan
+
+if TYPE_CHECKING:
+    from .budget import BudgetTracker
+    from .escalation import LARGE, Policy
+    from .executor import Executor, LocalExecutor, PoolSpec
+    from .fleet import Fleet
+    from .journal import Journal
+    from .ledger import Price, PriceTable
+    from .plan_check import validate_plan
+    from .ray_executor import RayExecutor
+
+_LAZY = {
+    "Fleet": ".fleet",
+    "Policy": ".escalation",
+    "LARGE": ".escalation",
+    "Executor": ".executor",
+    "LocalExecutor": ".executor",
+    "PoolSpec": ".executor",
+    "RayExecutor": ".ray_executor",
+    "Journal": ".journal",
+    "BudgetTracker": ".budget",
+    "Price": ".ledger",
+    "PriceTable": ".ledger",
+    "validate_plan": ".plan_check",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+
 
 __all__ = [
     "Fleet",
@@ -57,6 +92,7 @@ __all__ = [
     "LARGE",
     "Executor",
     "LocalExecutor",
+    "RayExecutor",
     "PoolSpec",
     "Journal",
     "BudgetTracker",

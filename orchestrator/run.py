@@ -206,6 +206,7 @@ class PlanRun:
             res.error = f"InputError: {e}"
             return
         tiers = ladder_for(step, skill, self.policy, self.fleet.planner.has_large_model)
+        tiers = [t for t in tiers if t.accepts is None or t.accepts(inp)] or tiers[-1:]
         verifier = skill.verifier if step.verify else None
         reason = ""
         for idx, tier in enumerate(tiers):
@@ -248,7 +249,7 @@ class PlanRun:
         else:
             executor = self.fleet.executor
             await executor.ensure_pool(PoolSpec(tier.pool_name, tier.worker, tier.pool))
-            n = step.strategy.particles if getattr(tier.worker, "stochastic", False) else 1
+            n = step.strategy.particles if tier.stochastic else 1
             todo = [Job(inp, particle=k, max_depth=step.strategy.max_depth, key=step.id) for k in range(n)]
             last_error = ""
             for _ in range(step.strategy.retries + 1):

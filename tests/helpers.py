@@ -13,7 +13,18 @@ from planners.base import Planned
 from planners.rules import RulePlanner
 from workers import Job, Worker, sudoku
 from workers.base import Skill
+from workers.builtin import default_registry, maze_skill, sudoku_skill
 from workers.registry import SkillRegistry
+
+
+def classic_registry() -> SkillRegistry:
+    """The built-in skills with only their pure-Python tiers (no bundled neural tiers), so
+    tests about the ladder do not depend on which checkpoints are bundled."""
+    reg = default_registry()
+    for skill in (sudoku_skill(), maze_skill()):
+        skill.ladder = [t for t in skill.ladder if t.kind == "heuristic"]
+        reg.register(skill)
+    return reg
 
 
 def sudoku_items(n: int, count: int, seed: int, givens: int | None = None) -> list[dict]:

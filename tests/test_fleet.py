@@ -23,7 +23,7 @@ from orchestrator.journal import Journal
 from workers import PoolOptions, Tier, default_registry, sudoku
 from workers.builtin import sudoku_skill
 
-from helpers import AlwaysWrongWorker, ExactLargeModel, SlowWorker, WrongThenRightWorker, sudoku_items
+from helpers import AlwaysWrongWorker, ExactLargeModel, SlowWorker, WrongThenRightWorker, classic_registry, sudoku_items
 
 
 def fleet_with(*tiers: Tier, planner=None, fallback: bool = True, **kw) -> Fleet:  # type: ignore[no-untyped-def]
@@ -38,7 +38,7 @@ def fleet_with(*tiers: Tier, planner=None, fallback: bool = True, **kw) -> Fleet
 
 async def test_easy_puzzles_settle_at_propagation_and_hard_ones_escalate() -> None:
     items = sudoku_items(9, 6, seed=1, givens=40) + sudoku_items(9, 6, seed=2, givens=22)
-    async with Fleet(executor="local") as fleet:
+    async with Fleet(executor="local", registry=classic_registry()) as fleet:
         report = await fleet.run(Task(inputs={"items": items}))
     assert report.status == "succeeded"
     t = report.totals
@@ -154,7 +154,7 @@ async def test_a_step_that_no_tier_solves_fails_with_the_reason_and_dependents_a
 async def test_events_tell_the_whole_story() -> None:
     events: list[Event] = []
     items = sudoku_items(9, 2, seed=9, givens=40) + sudoku_items(9, 2, seed=10, givens=22)
-    async with Fleet(executor="local") as fleet:
+    async with Fleet(executor="local", registry=classic_registry()) as fleet:
         async for ev in fleet.stream(Task(inputs={"items": items})):
             events.append(ev)
     kinds = [e.kind for e in events]
@@ -221,7 +221,7 @@ async def test_inputs_resolved_from_references_are_validated() -> None:
 def test_policy_modes_pick_tiers() -> None:
     from orchestrator.escalation import ladder_for
 
-    skill = sudoku_skill()
+    skill = classic_registry().get("sudoku.solve")
     step = Step(id="s", skill="sudoku.solve")
     assert [t.name for t in ladder_for(step, skill, Policy(), False)] == ["propagate", "exact"]
     assert [t.name for t in ladder_for(step, skill, Policy(), True)] == ["propagate", "large"]

@@ -7,6 +7,7 @@ escalation ladder of tiers, each tier naming the worker that serves it.
 
 from __future__ import annotations
 
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -118,10 +119,22 @@ class Tier:
     worker: Callable[[], Worker]
     kind: TierKind = "tiny"
     pool: PoolOptions = field(default_factory=PoolOptions)
+    accepts: Callable[[BaseModel], bool] | None = None
+    """Which inputs this tier can take (e.g. only the grid sizes a checkpoint was trained
+    on). A step whose input it does not accept skips the tier: no attempt, no escalation."""
 
     @property
     def pool_name(self) -> str:
         return self.name
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether particles > 1 make sense: read from the worker class behind the factory
+        (a class, a ``functools.partial`` of one, or any callable with a ``stochastic`` attribute)."""
+        f: Any = self.worker
+        while isinstance(f, functools.partial):
+            f = f.func
+        return bool(getattr(f, "stochastic", False))
 
 
 @dataclass

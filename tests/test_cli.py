@@ -1,0 +1,165 @@
+"""The CLI end to end, in subprocesses: demo, run, skills, verify, bad input, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from workers import maze, sudoku
+
+from helpers import sudoku_items
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def write(tmp: Path, name: str, obj: object) -> str:
+    p = tmp / name
+    p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return str(p)
+
+
+def test_demo_on_the_embedded_default_with_ray(tmp_path: Path) -> None:
+    out = cli("demo", "--json", "--out", str(tmp_path / "demo"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["status"] == "succeeded" and report["executor"] == "ray"
+    assert report["totals"]["verified"] == report["totals"]["steps"] > 0
+    assert (tmp_path / "demo" / "report.json").is_file()
+
+
+def test_run_100_mixed_9x9_sudoku_all_verified_and_totals_add_up(tmp_path: Path) -> None:
+    items = sudoku_items(9, 50, seed=101, givens=38) + sudoku_items(9, 50, seed=102, givens=22)
+    task = write(tmp_path, "task.json", {"skill": "sudoku.solve", "inputs": {"items": items}})
+    out = cli("run", task, "--json", "--executor", "local", "--journal", str(tmp_path / "j.sqlite"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    t = report["totals"]
+    assert report["status"] == "succeeded" and t["verified"] == 100
+    for item, sol in zip(items, report["output"], strict=True):
+        assert sudoku.check_solution(item["puzzle"], sol["solution"]) is None
+    assert sum(t["per_tier"].values()) == 100
+    assert t["per_tier"].get("exact", 0) >= 1 and t["escalated"] >= t["per_tier"].get("exact", 0)
+    first_tiers = {s["tiers_tried"][0] for s in report["steps"]}
+    assert t["escalated"] == sum(1 for s in report["steps"] if s["tier"] != s["tiers_tried"][0])
+    assert len(first_tiers) == 1
+    easy = report["steps"][:50]
+    assert sum(1 for s in easy if s["tier"] != "exact") >= 45  # easy puzzles settle below the fallback
+    hard = report["steps"][50:]
+    assert sum(1 for s in hard if s["tier"] == "exact") >= 10  # hard ones climb to the exact solver
+    assert t["worker_seconds"] == pytest.approx(sum(s["cost"]["worker_s"] for s in report["steps"]), abs=1e-4)
+    assert t["particles"] == sum(len(s["trials"]) for s in report["steps"])
+
+
+def test_progress_and_summary_without_json(tmp_path: Path) -> None:
+    task = write(tmp_path, "t.json", {"inputs": {"grid": maze.generate(11, __import__("random").Random(3))}})
+    out = cli("run", task, "--executor", "local", "--journal", str(tmp_path / "j.sqlite"))
+    assert out.returncode == 0, out.stderr
+    assert "status: succeeded" in out.stdout and "cost per thought" in out.stdout
+    assert "plan ready: 1 steps" in out.stderr and "1/1 done" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "not valid JSON: .* line 1"),
+        ({"skill": "chess.move", "inputs": {"board": 1}}, "unknown skill 'chess.move'"),
+        ({"skill": "sudoku.solve", "inputs": {"puzzle": [[0] * 5] * 5}}, "n in \\(4, 6, 9\\)"),
+        ({"skill": "sudoku.solve", "inputs": {"puzzle": [[7, 0, 0, 0], [0] * 4, [0] * 4, [0] * 4]}}, "values must be 0..4"),
+        ({"skill": "sudoku.solve", "inputs": {"puzzle": [[1, 1, 0, 0], [0] * 4, [0] * 4, [0] * 4]}}, "repeats 1"),
+        ({"skill": "sudoku.solve", "inputs": {"puzzle": [[1, 2, 3, 0], [0, 0, 0, 4], [0] * 4, [0] * 4]}}, "no solution"),
+        ({"skill": "maze.route", "inputs": {"grid": ["...", "..G"]}}, "exactly one 'S'"),
+        ({"goal": "", "inputs": {}}, "needs a 'goal'"),
+        ({"skill": "sudoku.solve", "inputs": {}, "budget": {"max_tokens": -1}}, "budget.max_tokens"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, content: object, match: str) -> None:
+    out = cli("run", write(tmp_path, "bad.json", content), "--executor", "local")
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    import re
+
+    assert re.search(match, lines[0]), lines[0]
+
+
+def test_missing_file_and_bad_usage_exit_2(tmp_path: Path) -> None:
+    assert cli("run", str(tmp_path / "nope.json")).returncode == 2
+    out = cli("run", "--policy", "bogus", "x.json")
+    assert out.returncode == 2 and "usage error" in out.stderr
+
+
+def test_skills_lists_ladders(tmp_path: Path) -> None:
+    out = cli("skills", "--json")
+    assert out.returncode == 0
+    skills = {s["skill"]: s for s in json.loads(out.stdout)}
+    assert {"sudoku.solve", "maze.route", "route.assemble"} <= set(skills)
+    assert skills["sudoku.solve"]["fallback"]["kind"] == "exact"
+    assert skills["sudoku.solve"]["verifier"] == "sudoku.rules"
+
+
+def test_verify_accepts_good_rejects_bad_and_refuses_malformed(tmp_path: Path) -> None:
+    puzzle, solution = sudoku.generate(6, __import__("random").Random(9))
+    inp = write(tmp_path, "in.json", {"puzzle": puzzle})
+    good = cli("verify", "--skill", "sudoku.solve", "--input", inp, "--answer", write(tmp_path, "a.json", {"solution": solution}), "--json")
+    assert good.returncode == 0 and json.loads(good.stdout)["ok"] is True
+    wrong = [row[:] for row in solution]
+    wrong[0][0], wrong[0][1] = wrong[0][1], wrong[0][0]
+    bad = cli("verify", "--skill", "sudoku.solve", "--input", inp, "--answer", write(tmp_path, "b.json", {"solution": wrong}))
+    assert bad.returncode == 1 and "rejected" in bad.stdout
+    malformed = cli("verify", "--skill", "sudoku.solve", "--input", inp, "--answer", write(tmp_path, "c.json", {"sol": 1}))
+    assert malformed.returncode == 2 and "answer" in malformed.stderr
+
+
+def test_sigkill_half_way_then_resume_reruns_nothing_verified(tmp_path: Path) -> None:
+    items = sudoku_items(9, 300, seed=202, givens=21)
+    task = write(tmp_path, "task.json", {"skill": "sudoku.solve", "inputs": {"items": items}})
+    journal = tmp_path / "run.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", task, "--json", "--executor", "local", "--journal", str(journal)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env,
+    )
+
+    def settled_ids() -> list[str]:
+        if not journal.exists():
+            return []
+        try:
+            with sqlite3.connect(journal) as db:
+                return [r[0] for r in db.execute("SELECT step_id FROM steps WHERE status IN ('verified','accepted')")]
+        except sqlite3.OperationalError:
+            return []
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not settled_ids():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = settled_ids()
+    assert 0 < len(before) < 300, f"kill landed with {len(before)} steps settled; the run must be half-way"
+
+    out = cli("run", "--resume", str(journal), "--json", "--executor", "local")
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["status"] == "succeeded" and report["totals"]["verified"] == 300
+    assert report["totals"]["resumed"] == len(before)
+    resumed = {s["step_id"] for s in report["steps"] if s["resumed"]}
+    assert resumed == set(before)
+    after = settled_ids()
+    assert len(after) == 300  # every step once: nothing settled before was run again
+    assert len(set(after)) == 300
+    for item, sol in zip(items, report["output"], strict=True):
+        assert sudoku.check_solution(item["puzzle"], sol["solution"]) is None
