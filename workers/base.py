@@ -23,6 +23,10 @@ __all__ = ["Job", "Worker", "Verifier", "Tier", "TierKind", "Skill", "PoolOption
 TierKind = Literal["tiny", "heuristic", "llm", "tool", "exact", "large"]
 
 
+def _rebuild_job(cls: type[BaseModel], fields: dict[str, Any], particle: int, max_depth: int | None, key: str) -> Job:
+    return Job(cls.model_construct(**fields), particle, max_depth, key)
+
+
 @dataclass(frozen=True)
 class Job:
     """One unit of work for a worker: a validated input and which particle this is.
@@ -35,6 +39,10 @@ class Job:
     particle: int = 0
     max_depth: int | None = None
     key: str = ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The input was validated in the driver; rebuild it without validating again.
+        return (_rebuild_job, (type(self.input), dict(self.input.__dict__), self.particle, self.max_depth, self.key))
 
 
 class Worker(ABC):
