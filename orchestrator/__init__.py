@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from .ledger import Price, PriceTable
     from .plan_check import validate_plan
     from .ray_executor import RayExecutor
+    from .config import FleetConfig
+    from .tracing import OpenTelemetryHook, StepSpans
 
 _LAZY = {
     "Fleet": ".fleet",
@@ -62,6 +64,9 @@ _LAZY = {
     "Price": ".ledger",
     "PriceTable": ".ledger",
     "validate_plan": ".plan_check",
+    "FleetConfig": ".config",
+    "StepSpans": ".tracing",
+    "OpenTelemetryHook": ".tracing",
 }
 
 
@@ -99,6 +104,9 @@ __all__ = [
     "Price",
     "PriceTable",
     "validate_plan",
+    "FleetConfig",
+    "StepSpans",
+    "OpenTelemetryHook",
     "TinyfleetError",
     "ConfigError",
     "InputError",

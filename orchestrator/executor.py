@@ -129,10 +129,16 @@ class LocalExecutor(Executor):
     def __init__(self) -> None:
         super().__init__()
         self._pools: dict[str, _LocalPool] = {}
+        self._lock: asyncio.Lock | None = None
 
     async def ensure_pool(self, spec: PoolSpec) -> None:
-        if spec.name not in self._pools:
-            self._pools[spec.name] = await asyncio.to_thread(_LocalPool, spec)
+        if spec.name in self._pools:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # concurrent runs share one pool per worker kind
+            if spec.name not in self._pools:
+                self._pools[spec.name] = await asyncio.to_thread(_LocalPool, spec)
 
     async def submit(self, pool: str, job: Job) -> Attempt:
         try:

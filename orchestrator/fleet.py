@@ -3,9 +3,9 @@ worker pools, an escalation policy and a budget.
 
     >>> from orchestrator import Fleet, Task
     >>> fleet = Fleet(executor="local")
-    >>> report = fleet.run_sync(Task(skill="sudoku.solve", inputs={"puzzle": [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]}))
+    >>> report = fleet.run_sync(Task(skill="sudoku.solve", inputs={"puzzle": [[0, 1, 2, 0], [2, 0, 3, 0], [1, 0, 0, 0], [0, 3, 0, 0]]}))
     >>> report.status, report.output["solution"][0]
-    ('succeeded', [1, 2, 3, 4])
+    ('succeeded', [3, 1, 2, 4])
     >>> fleet.close_sync()
 
 With no arguments it builds the offline default: the rule planner, the bundled workers and
@@ -75,6 +75,13 @@ class Fleet:
         self._sync_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ setup
+
+    @classmethod
+    def from_config(cls, file: str | Path | None = None, **overrides: Any) -> Fleet:
+        """A Fleet from a config file, the environment and ``overrides`` (see FleetConfig)."""
+        from .config import FleetConfig
+
+        return FleetConfig.load(file, **overrides).build()
 
     @property
     def executor(self) -> Executor:

@@ -3,6 +3,7 @@ built-in skills with their ladders."""
 
 from .base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 from .builtin import default_registry
+from .custom import FunctionVerifier, FunctionWorker, define_skill, tier
 from .registry import SkillRegistry, validate_payload
 
 __all__ = [
@@ -15,4 +16,8 @@ __all__ = [
     "SkillRegistry",
     "default_registry",
     "validate_payload",
+    "define_skill",
+    "tier",
+    "FunctionWorker",
+    "FunctionVerifier",
 ]
