@@ -37,11 +37,14 @@ class Policy:
     no fallback), ``final_only`` (straight to the final tier: "large only").
     ``final``: ``auto`` (large model if the planner has one, else the fallback), ``large``,
     ``fallback``, or ``none``.
-    ``ladders``: per-skill override of the tier names to climb (final tier excluded)."""
+    ``ladders``: per-skill override of the tier names to climb (final tier excluded).
+    ``replans``: how many times a run with failed steps asks a planner that has a large model
+    for a new plan (settled steps are kept; only new or changed steps run)."""
 
     mode: Literal["ladder", "tiny_only", "final_only"] = "ladder"
     final: Literal["auto", "large", "fallback", "none"] = "auto"
     ladders: dict[str, list[str]] = field(default_factory=dict)
+    replans: int = 1
 
 
 def _final_tier(skill: Skill, policy: Policy, has_large: bool) -> Tier | None:

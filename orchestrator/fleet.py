@@ -27,7 +27,7 @@ from workers.builtin import default_registry
 from workers.registry import SkillRegistry
 
 from .budget import BudgetTracker
-from .errors import ConfigError
+from .errors import ConfigError, TinyfleetError
 from .escalation import Policy
 from .executor import Executor, LocalExecutor
 from .journal import Journal
@@ -159,12 +159,13 @@ class Fleet:
             for h in [*self.hooks, *([on_event] if on_event else [])]:
                 h(ev)
 
+        pol = policy or self.policy
         run = PlanRun(
             self,
             task,
             plan,
             validated,
-            policy=policy or self.policy,
+            policy=pol,
             budget=tracker,
             journal=jr,
             resumed=resumed,
@@ -175,6 +176,15 @@ class Fleet:
         status = "interrupted"
         try:
             report = await run.execute(started)
+            for _ in range(pol.replans if self.planner.has_large_model else 0):
+                if report.status != "failed":
+                    break
+                try:
+                    run = await self._replan(task, report, run, emit)
+                except TinyfleetError as e:  # a failed replan never loses the finished steps
+                    report = report.model_copy(update={"error": f"{report.error}; replan failed: {type(e).__name__}: {e}"})
+                    break
+                report = await run.execute(started)
             status = report.status
         finally:
             if jr is not None:
@@ -182,6 +192,42 @@ class Fleet:
                 jr.close()
         emit(Event(kind="run_done", run_id=task.id, data={"status": report.status, "totals": report.totals.model_dump()}))
         return report
+
+    async def _replan(self, task: Task, report: RunReport, run: PlanRun, emit: Hook) -> PlanRun:
+        """Ask the planner for a new plan after failed steps. The new run keeps every settled
+        step whose id, skill and inputs are unchanged, and runs the rest."""
+        plan = run.plan
+        failures = [r for r in report.steps if r.status == "failed"]
+        planned = await self.planner.replan(task, plan, failures, self.registry)
+        run.budget.add(planned.cost)
+        new = planned.plan
+        validated = validate_plan(new, self.registry, task.budget)
+        old_steps = {s.id: s for s in plan.steps}
+        kept = {
+            s.id: run.results[s.id]
+            for s in new.steps
+            if s.id in run.results
+            and run.results[s.id].settled
+            and s.id in old_steps
+            and old_steps[s.id].skill == s.skill
+            and old_steps[s.id].inputs == s.inputs
+        }
+        if run.journal is not None:
+            run.journal.write_start(task, new)
+        emit(Event(kind="plan_ready", run_id=task.id, data={"steps": len(new.steps), "kept": len(kept), "replan": True, "planner": self.planner.name}))
+        return PlanRun(
+            self,
+            task,
+            new,
+            validated,
+            policy=run.policy,
+            budget=run.budget,
+            journal=run.journal,
+            resumed={sid: r for sid, r in run.results.items() if r.resumed and sid in kept},
+            emit=emit,
+            planner_cost=run.planner_cost + planned.cost,
+            kept={sid: r for sid, r in kept.items() if not r.resumed},
+        )
 
     async def run_plan(self, plan: Plan, task: Task | None = None, **kw: Any) -> RunReport:
         """Run a hand-built plan (validated first)."""

@@ -50,6 +50,7 @@ class PlanRun:
         resumed: dict[str, StepResult],
         emit: Emit,
         planner_cost: Cost,
+        kept: dict[str, StepResult] | None = None,
     ) -> None:
         self.fleet = fleet
         self.task = task
@@ -66,6 +67,9 @@ class PlanRun:
         for sid, r in resumed.items():
             self.results[sid] = r.model_copy(update={"resumed": True})
             self.outputs[sid] = r.output
+        for sid, r in (kept or {}).items():  # settled earlier in this run (before a replan)
+            self.results[sid] = r
+            self.outputs[sid] = r.output
 
     def emit(self, kind: EventKind, step_id: str | None = None, tier: str | None = None, **data: Any) -> None:
         self.emit_event(Event(kind=kind, run_id=self.task.id, step_id=step_id, tier=tier, data=data))
@@ -77,7 +81,8 @@ class PlanRun:
         steps = {s.id: s for s in self.plan.steps}
         deps = {s.id: set(references(s)) | set(s.after) for s in self.plan.steps}
         for sid, r in self.results.items():
-            self.emit("step_done", sid, r.tier, status=r.status, resumed=True)
+            if r.resumed:
+                self.emit("step_done", sid, r.tier, status=r.status, resumed=True)
         pending = [sid for sid in order if sid not in self.results]
         running: dict[asyncio.Task[StepResult], str] = {}
         try:

@@ -230,3 +230,36 @@ def test_policy_modes_pick_tiers() -> None:
     assert [t.name for t in ladder_for(step, skill, Policy(final="fallback"), True)] == ["propagate", "exact"]
     with pytest.raises(ConfigError, match="unknown tier"):
         ladder_for(step, skill, Policy(ladders={"sudoku.solve": ["nope"]}), False)
+
+
+async def test_failed_steps_trigger_one_replan_that_keeps_settled_steps() -> None:
+    from orchestrator import EscalationFailed
+    from planners.base import Planned
+
+    class Replanner(ExactLargeModel):
+        replans = 0
+
+        async def solve(self, step, inputs, skill):  # type: ignore[no-untyped-def]
+            if step.id == "bad":
+                raise EscalationFailed("the large model refuses step 'bad'")
+            return await super().solve(step, inputs, skill)
+
+        async def replan(self, task, plan, failures, skills):  # type: ignore[no-untyped-def]
+            self.replans += 1
+            assert [f.step_id for f in failures] == ["bad"]
+            steps = [s if s.id != "bad" else s.model_copy(update={"id": "fixed"}) for s in plan.steps]
+            return Planned(Plan(steps=steps, output=["good", "fixed"]))
+
+    planner = Replanner()
+    fleet = fleet_with(Tier("wrong", AlwaysWrongWorker, "tiny", PoolOptions()), planner=planner)
+    a, b = sudoku_items(4, 2, seed=50)
+    plan = Plan(steps=[Step(id="good", skill="sudoku.solve", inputs=a), Step(id="bad", skill="sudoku.solve", inputs=b)], output=["good", "bad"])
+    events: list[Event] = []
+    report = await fleet.run(Task(goal="x"), plan=plan, on_event=events.append)
+    assert planner.replans == 1
+    assert report.status == "succeeded"
+    assert [s.step_id for s in report.steps] == ["good", "fixed"]
+    dispatched = [e.step_id for e in events if e.kind == "step_dispatched"]
+    assert dispatched.count("good") == 2  # wrong tier, then large: once, never re-run after the replan
+    assert report.totals.large_model_calls == 2  # good + fixed; the refused call raised before costing
+    await fleet.close()
