@@ -211,10 +211,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_eval(args: argparse.Namespace) -> int:
-    if args.skill.startswith("series."):
-        from workers import liquid_training as mod  # type: ignore[attr-defined]
-    else:
-        from workers import training as mod  # type: ignore[attr-defined]
+    import importlib
+
+    mod = importlib.import_module("workers.liquid_training" if args.skill.startswith("series.") else "workers.training")
     fn = mod.train_command if args.command == "train" else mod.eval_command
     return int(fn(args))
 

@@ -119,4 +119,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table/object at the top level")
-    return data.get("tinyfleet", data)
+    section = data.get("tinyfleet", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [tinyfleet] must be a table")
+    return section

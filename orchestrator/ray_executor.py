@@ -245,8 +245,11 @@ class RayExecutor(Executor):
         for note in {i.get("note") for i in info} - {"", None}:
             _warn_once(f"note:{note}", str(note))
         pool = _RayPool(spec, opts, [_ActorSlot(h, asyncio.Semaphore(max(1, opts.max_concurrency))) for h in handles], info=info)
+        async def run_batch(jobs: list[Job], p: _RayPool = pool) -> list[Attempt]:
+            return await self._dispatch(p, jobs)
+
         pool.batcher = Batcher(
-            lambda jobs, p=pool: self._dispatch(p, jobs),
+            run_batch,
             max_batch=opts.max_batch,
             max_wait_ms=opts.max_wait_ms,
             concurrency=max(1, opts.replicas) * max(1, opts.max_concurrency),

@@ -23,7 +23,7 @@ from .escalation import Policy, ladder_for, select
 from .executor import PoolSpec
 from .journal import Journal
 from .ledger import totals
-from .models import Attempt, Cost, Event, EventKind, Plan, RunReport, Step, StepResult, Task, Trial, Verdict
+from .models import Attempt, Cost, Event, EventKind, Plan, RunReport, RunStatus, Step, StepResult, Task, Trial, Verdict
 from .plan_check import references, resolve_inputs, split_ref, topological_order
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class PlanRun:
     def _report(self, wall: float) -> RunReport:
         ordered = [self.results[s.id] for s in self.plan.steps if s.id in self.results]
         all_settled = all(r.settled for r in ordered) and len(ordered) == len(self.plan.steps)
-        status = "succeeded" if all_settled else ("partial" if self.stop_reason else "failed")
+        status: RunStatus = "succeeded" if all_settled else ("partial" if self.stop_reason else "failed")
         out_refs = [self.plan.output] if isinstance(self.plan.output, str) else list(self.plan.output)
         values = []
         for ref in out_refs:

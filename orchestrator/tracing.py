@@ -106,7 +106,7 @@ class OpenTelemetryHook:
             return
         parent = self._runs.get(ev.run_id)
         ctx = self._trace.set_span_in_context(parent) if parent is not None else None
-        attrs = {"tinyfleet.step_id": span.step_id, "tinyfleet.tiers": ",".join(span.tiers)}
+        attrs: dict[str, bool | int | float | str] = {"tinyfleet.step_id": span.step_id, "tinyfleet.tiers": ",".join(span.tiers)}
         for k, v in span.attributes.items():
             if v is not None:
                 attrs[f"tinyfleet.{k}"] = v if isinstance(v, bool | int | float | str) else str(v)

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from . import maze, sudoku
 from .base import PoolOptions, Skill, Tier
+from .code import code_skill
 from .classic import (
     MazeBFSSolver,
     MazeGreedyWorker,
@@ -88,5 +89,6 @@ def route_skill() -> Skill:
 def default_registry() -> SkillRegistry:
     """A fresh registry with every built-in skill (plus those installed via entry points)."""
     reg = SkillRegistry([sudoku_skill(), maze_skill(), route_skill()])
+    reg.register(code_skill())  # code.function: LLM tiers write, the sandbox verifies (workers/code.py)
     reg.load_entry_points()
     return reg
