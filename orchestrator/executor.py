@@ -100,25 +100,42 @@ class Executor(ABC):
 
 
 class _LocalPool:
+    """``replicas`` worker instances in this process, each with its own thread (workers need
+    not be thread-safe), fed by one dynamic batcher."""
+
     def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec
-        self.worker = spec.worker()
-        self.worker.setup("cpu")
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pool-{spec.name}")
+        n = max(1, spec.options.replicas)
+        self.workers: list[Worker] = []
+        for _ in range(n):
+            w = spec.worker()
+            w.setup("cpu")
+            self.workers.append(w)
+        self.thread = ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"pool-{spec.name}")
+        self._free: asyncio.Queue[Worker] | None = None
         self.batcher: Batcher[Job, Attempt] = Batcher(
-            self._run, max_batch=spec.options.max_batch, max_wait_ms=spec.options.max_wait_ms, concurrency=1
+            self._run, max_batch=spec.options.max_batch, max_wait_ms=spec.options.max_wait_ms, concurrency=n
         )
 
     async def _run(self, jobs: list[Job]) -> list[Attempt]:
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.thread, run_worker_batch, self.worker, jobs)
+        if self._free is None:
+            self._free = asyncio.Queue()
+            for w in self.workers:
+                self._free.put_nowait(w)
+        free = self._free
+        worker = await free.get()  # waits while every worker is busy (e.g. on a timed-out batch)
+        fut = loop.run_in_executor(self.thread, run_worker_batch, worker, jobs)
         try:
-            return await asyncio.wait_for(fut, self.spec.options.timeout_s)
+            return await asyncio.wait_for(asyncio.shield(fut), self.spec.options.timeout_s)
         except TimeoutError:
             raise WorkerError(
-                f"worker {self.worker.name!r} took longer than {self.spec.options.timeout_s:g} s on a batch of {len(jobs)}; "
+                f"worker {worker.name!r} took longer than {self.spec.options.timeout_s:g} s on a batch of {len(jobs)}; "
                 "raise the pool's timeout_s or shrink max_batch"
             ) from None
+        finally:
+            # a worker still busy on a timed-out batch returns to the free list when it finishes
+            fut.add_done_callback(lambda _: free.put_nowait(worker))
 
 
 class LocalExecutor(Executor):

@@ -308,7 +308,9 @@ class PlanRun:
         if verifier is not None and pairs:
             batch = [(inp, out) for _, out in pairs]
             try:
-                if verifier.blocking:
+                if skill.verifier_pool is not None:
+                    got = await self._verify_on_pool(skill, batch)
+                elif verifier.blocking:
                     got = await asyncio.to_thread(verifier.check_batch, batch)
                 else:
                     got = verifier.check_batch(batch)
@@ -319,6 +321,18 @@ class PlanRun:
             for (i, _), v in zip(pairs, got, strict=True):
                 verdicts[i] = v
         return [Trial(attempt=a, verdict=v if (verifier is not None or (v is not None and not v.ok)) else None) for a, v in zip(attempts, verdicts, strict=True)]
+
+
+    async def _verify_on_pool(self, skill: Skill, batch: list[tuple[BaseModel, BaseModel]]) -> list[Verdict]:
+        from workers.verifier_pool import VerifierWorkerFactory, VerifyRequest
+
+        assert skill.verifier is not None and skill.verifier_pool is not None
+        factory = VerifierWorkerFactory(skill)
+        executor = self.fleet.executor
+        await executor.ensure_pool(PoolSpec(factory.name, factory, skill.verifier_pool))
+        jobs = [Job(VerifyRequest(input=i.model_dump(), output=o.model_dump())) for i, o in batch]
+        attempts = await asyncio.gather(*(executor.submit(factory.name, j) for j in jobs))
+        return [Verdict.model_validate(a.output) for a in attempts]
 
 
 def _first_error(e: Exception) -> str:

@@ -233,3 +233,24 @@ async def test_run_plan_with_references_runs_a_hand_built_dag() -> None:
     assert report.output == {"total": 10}
     a, b, c = report.steps
     assert c.started_at >= max(a.finished_at, b.finished_at)
+
+
+def write_shift(x: object) -> dict:
+    name = x.name  # type: ignore[attr-defined]
+    return {"code": f"def {name}(xs):\n    return [v + 2 for v in xs]\n"}
+
+
+async def test_code_verifications_run_on_the_verifier_pool(executor: Executor) -> None:
+    from workers.code import code_skill
+
+    skill = code_skill()
+    skill.ladder = [tier("template", write_shift, num_cpus=0)]
+    fleet = Fleet(executor=executor)
+    fleet.add_skill(skill)
+    good = {"signature": "def shift(xs: list[int]) -> list[int]", "doc": "add 2", "tests": "def test_a():\n    assert shift([1]) == [3]\n"}
+    bad = {**good, "tests": "def test_a():\n    assert shift([1]) == [4]\n"}
+    report = await fleet.run(Task(skill="code.function", inputs={"items": [good, bad]}), policy=__import__("orchestrator").Policy(final="none"))
+    ok, rejected = report.steps
+    assert ok.status == "verified" and ok.trials[0].verdict.verifier == "code.tests"  # type: ignore[union-attr]
+    assert rejected.status == "failed" and "test_a" in (rejected.error or "")
+    assert "verify:code.tests" in executor.pools()

@@ -164,6 +164,9 @@ class Skill:
     verifier: Verifier | None = None
     precheck: Callable[[BaseModel], None] | None = None
     recognize: Callable[[dict[str, Any]], bool] | None = None
+    verifier_pool: PoolOptions | None = None
+    """When set, verifications run as a pool on the executor (e.g. sandboxes on Ray actors)
+    rather than in the driver."""
 
     def tier(self, name: str) -> Tier:
         for t in [*self.ladder, *([self.fallback] if self.fallback else [])]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.models import Verdict
 
-from .base import Skill, Verifier
+from .base import PoolOptions, Skill, Verifier
 from .sandbox import SandboxLimits, SandboxResult, plan_tests, run_tests
 
 __all__ = ["CodeInput", "CodeOutput", "CodeTestsVerifier", "code_skill", "function_name"]
@@ -174,4 +174,7 @@ def code_skill(limits: SandboxLimits | None = None) -> Skill:
         fallback=None,
         verifier=CodeTestsVerifier(limits),
         recognize=_looks_like_code,
+        # each verification is a sandboxed process: run them on a pool (Ray actors when the
+        # fleet runs on Ray), two at a time, instead of in the driver
+        verifier_pool=PoolOptions(replicas=2, num_cpus=0.5, max_batch=2, max_wait_ms=2.0, timeout_s=120.0),
     )

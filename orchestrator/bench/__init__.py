@@ -21,6 +21,7 @@ __all__ = ["BENCHMARKS", "bench_command", "run_benchmarks"]
 # name -> module implementing run(quick: bool) -> dict with "rows" (list of dicts) and "summary"
 BENCHMARKS: dict[str, str] = {
     "dispatch": ".dispatch",
+    "verify": ".verify",
 }
 
 
