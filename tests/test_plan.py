@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator import Budget, Plan, PlanError, Step, Task, validate_plan
 from planners import RulePlanner
@@ -97,3 +99,25 @@ async def test_rule_planner_says_what_to_do_when_it_cannot_tell_the_skill() -> N
         await RulePlanner().plan(Task(goal="write me a poem"), REG)
     with pytest.raises(PlanError, match="stop 1"):
         await RulePlanner().plan(Task(inputs={"grid": ["S.G"], "stops": [[0, 0], "x"]}), REG)
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 12), st.floats(allow_nan=True), st.text(max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.sampled_from(["puzzle", "grid", "stops", "items", "legs", "x"]), inner, max_size=3)),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([None, "sudoku.solve", "maze.route", "route.assemble", "nope.skill"]), st.dictionaries(st.sampled_from(["puzzle", "grid", "stops", "items", "legs"]), json_values, max_size=3))
+def test_random_malformed_tasks_only_give_typed_errors(skill: str | None, inputs: dict) -> None:
+    import asyncio
+
+    from orchestrator import TinyfleetError
+
+    try:
+        task = Task(skill=skill, inputs=inputs, goal="g")
+        planned = asyncio.run(RulePlanner().plan(task, REG))
+        validate_plan(planned.plan, REG)
+    except TinyfleetError:
+        pass
