@@ -26,6 +26,7 @@ def ray_session() -> Iterator[None]:
         ray.init(
             num_cpus=2,
             num_gpus=1,
+            resources={"cpu_node": 4},  # a node type of ray_cluster.yaml, for pinning tests
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,

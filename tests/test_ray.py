@@ -80,6 +80,22 @@ async def test_gpu_pool_lands_on_the_logical_gpu_and_runs_on_cpu(ray_session: No
         await ex.close()
 
 
+async def test_pools_pin_to_node_types_and_unplaceable_pools_fail_fast(ray_session: None) -> None:
+    from orchestrator import WorkerUnavailable
+
+    ex = RayExecutor()
+    try:
+        await ex.ensure_pool(PoolSpec("pinned", SudokuExactSolver, PoolOptions(num_cpus=0, resources={"cpu_node": 0.5})))
+        assert ex.pool_info("pinned")[0]["device"] == "cpu"
+    finally:
+        await ex.close()
+    impatient = RayExecutor(place_timeout_s=5.0)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerUnavailable, match="could not be placed.*tpu_node"):
+        await impatient.ensure_pool(PoolSpec("nowhere", SudokuExactSolver, PoolOptions(num_cpus=0, resources={"tpu_node": 1})))
+    assert time.monotonic() - t0 < 30  # a clear error, never a hang
+
+
 async def test_killed_actors_lose_no_step_and_answer_none_twice(ray_session: None) -> None:
     import ray
 
