@@ -108,14 +108,15 @@ async def test_killed_actors_lose_no_step_and_answer_none_twice(ray_session: Non
     fleet = Fleet(registry=reg, executor=ex, policy=Policy(final="none"))
     items = sudoku_items(4, 500, seed=21)
     plan = Plan(steps=[Step(id=f"s{k}", skill="sudoku.solve", inputs=i) for k, i in enumerate(items)], output=[f"s{k}" for k in range(500)])
-    await ex.ensure_pool(PoolSpec("paced", skill.ladder[0].worker, skill.ladder[0].pool))
+    pool = skill.ladder[0].pool_name
+    await ex.ensure_pool(PoolSpec(pool, skill.ladder[0].worker, skill.ladder[0].pool))
 
     async def killer() -> int:
         kills = 0
         rng = random.Random(0)
         for _ in range(3):
             await asyncio.sleep(rng.uniform(0.2, 0.6))
-            ray.kill(rng.choice(ex.actor_handles("paced")), no_restart=False)
+            ray.kill(rng.choice(ex.actor_handles(pool)), no_restart=False)
             kills += 1
         return kills
 

@@ -112,7 +112,7 @@ async def test_broken_custom_workers_give_named_errors_and_escalate(executor: Ex
     step = report.steps[0]
     assert step.status == "verified" and step.tier == "exact" and step.escalated
     err = step.trials[0].attempt.error or ""
-    assert "WorkerError" in err and match in err and "t0" in err
+    assert "WorkerError" in err and match in err and "math.sum.t0" in err
 
 
 async def test_twenty_concurrent_tasks_share_one_set_of_pools(executor: Executor) -> None:
@@ -121,9 +121,9 @@ async def test_twenty_concurrent_tasks_share_one_set_of_pools(executor: Executor
     tasks = [Task(skill="math.sum", inputs={"items": [{"values": [k, 7]}, {"values": [k]}]}) for k in range(20)]
     reports = await asyncio.gather(*(fleet.run(t) for t in tasks))
     assert all(r.status == "succeeded" for r in reports)
-    assert sorted(executor.pools()) == ["exact", "t0"]
+    assert sorted(executor.pools()) == ["math.sum.exact", "math.sum.t0"]
     if isinstance(executor, RayExecutor):
-        assert len(executor.actor_handles("t0")) == 1 and len(executor.actor_handles("exact")) == 1
+        assert len(executor.actor_handles("math.sum.t0")) == 1 and len(executor.actor_handles("math.sum.exact")) == 1
 
 
 async def test_cancelling_a_run_keeps_finished_steps_in_the_journal(tmp_path: Path) -> None:

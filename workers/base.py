@@ -133,7 +133,13 @@ class Tier:
 
     @property
     def pool_name(self) -> str:
-        return self.name
+        """The pool that serves this tier: one per worker kind, shared by every skill whose
+        ladder uses the same worker (its ``name``); a factory without a name gets the tier's."""
+        f: Any = self.worker
+        while isinstance(f, functools.partial):
+            f = f.func
+        name = getattr(f, "name", "")
+        return name if isinstance(name, str) and name else self.name
 
     @property
     def stochastic(self) -> bool:

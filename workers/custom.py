@@ -180,10 +180,11 @@ def define_skill(
         if not callable(verifier):
             raise ConfigError(f"skill {name!r}: verifier must be a Verifier or a function")
         verifier = FunctionVerifier(verifier, name=f"{name}.check")
-    for t in ladder:
+    for t in [*ladder, *([fallback] if fallback else [])]:
         factory = t.worker
         if isinstance(factory, _FunctionWorkerFactory):
             factory.kw["skill"] = name
+            factory.name = factory.kw["name"] = f"{name}.{t.name}"  # pool and worker name: unique per skill
     return Skill(
         name=name,
         description=description,
