@@ -29,8 +29,9 @@ class Progress:
 
     def __call__(self, ev: Event) -> None:
         if ev.kind == "plan_ready":
+            if not self.total:
+                self.started = time.monotonic()
             self.total = int(ev.data.get("steps", 0))
-            self.started = time.monotonic()
             self._line(f"plan ready: {self.total} steps ({ev.data.get('planner', '')} planner)", force=True)
             return
         if ev.kind == "escalation":

@@ -13,8 +13,8 @@ WorkerError / WorkerUnavailable only. Re-sends are counted per item in ``Attempt
 
 Placement: a pool's ``num_cpus``/``num_gpus``/``resources`` become actor options. A GPU pool
 on a cluster with no GPU falls back to CPU with one warning. On a local Ray started by this
-executor, a pool whose CPU reservation does not fit the free CPUs runs unreserved (logical
-CPUs are scheduling tokens; the node's cores are shared either way) rather than hang.
+executor, pools run unreserved (``num_cpus=0``): with one node and no autoscaler a CPU
+reservation cannot add cores, it can only leave pools pending when several start at once.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = ["RayExecutor", "PoolActor", "ensure_ray"]
 log = logging.getLogger("tinyfleet.ray")
 _warned: set[str] = set()
 _init_lock = threading.Lock()
+_started_locally = False  # this process started a single-node local Ray (no autoscaler)
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -59,6 +60,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     this machine, without the dashboard."""
     import ray
 
+    global _started_locally
     with _init_lock:
         if ray.is_initialized():
             return False
@@ -73,6 +75,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             log_to_driver=False,
             configure_logging=False,
         )
+        _started_locally = True
         return True
 
 
@@ -170,7 +173,6 @@ class RayExecutor(Executor):
         self._pools: dict[str, _RayPool] = {}
         self._local: dict[str, _LocalPool] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
-        self._started_ray = False
 
     # ------------------------------------------------------------------ pools
 
@@ -205,18 +207,18 @@ class RayExecutor(Executor):
                 f"the Ray cluster has no GPU; GPU pools run on CPU instead (asked num_gpus={opts.num_gpus})",
             )
             opts = replace(opts, num_gpus=0.0)
-        if self._started_ray:
-            free = ray.available_resources().get("CPU", 0.0)
-            if opts.num_cpus * opts.replicas > free:
-                log.info("local Ray has %.2f CPUs free; pool runs unreserved (num_cpus=0)", free)
-                opts = replace(opts, num_cpus=0.0)
+        if _started_locally and opts.num_cpus > 0:
+            # One local node and no autoscaler: CPU reservations cannot add cores, they can only
+            # leave pools pending when several start at once. Run pools unreserved; every worker
+            # pins its own thread count.
+            opts = replace(opts, num_cpus=0.0)
         return opts
 
     async def _start_pool(self, spec: PoolSpec) -> None:
         import ray
 
         # Ray's start must run on the main thread (it installs signal handlers).
-        self._started_ray = ensure_ray(self.address) or self._started_ray
+        ensure_ray(self.address)
         opts = self._placement(spec.options)
         actor_cls = ray.remote(PoolActor)
         handles = [
