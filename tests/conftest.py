@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -35,3 +35,18 @@ def ray_session() -> Iterator[None]:
         )
     yield
     ray.shutdown()
+
+
+@pytest.fixture(params=["local", "ray"])
+async def executor(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    """Each test using this runs twice: on the LocalExecutor and on the RayExecutor."""
+    from orchestrator import LocalExecutor
+    from orchestrator.ray_executor import RayExecutor
+
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+        ex: LocalExecutor | RayExecutor = RayExecutor()
+    else:
+        ex = LocalExecutor()
+    yield ex
+    await ex.close()

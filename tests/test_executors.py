@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
-from orchestrator import Attempt, Executor, LocalExecutor, PoolSpec, WorkerError
-from orchestrator.ray_executor import RayExecutor
+from orchestrator import Attempt, Executor, PoolSpec, WorkerError
 from workers import Job, PoolOptions, Worker, sudoku
 from workers.classic import SudokuExactSolver
 
@@ -53,17 +52,6 @@ class HangingWorker(Worker):
 
 
 POOL = PoolOptions(num_cpus=0, max_batch=64, max_wait_ms=5)
-
-
-@pytest.fixture(params=["local", "ray"])
-async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
-    if request.param == "ray":
-        request.getfixturevalue("ray_session")
-        ex: Executor = RayExecutor()
-    else:
-        ex = LocalExecutor()
-    yield ex
-    await ex.close()
 
 
 def job(k: int) -> Job:

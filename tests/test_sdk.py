@@ -9,7 +9,6 @@ import doctest
 import importlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from orchestrator import (
     Executor,
     Fleet,
     FleetConfig,
-    LocalExecutor,
     Plan,
     Step,
     StepSpans,
@@ -77,17 +75,6 @@ def sum_skill(*first: object) -> object:
     ladder = [tier(f"t{k}", fn, num_cpus=0, timeout_s=1.0) for k, fn in enumerate(first)]  # type: ignore[arg-type]
     ladder += [tier("exact", exact_sums, kind="exact", batched=True, num_cpus=0), tier("async", async_sum, num_cpus=0)]
     return define_skill("math.sum", "Sum a list of integers.", Sum, Total, ladder=ladder, verifier=check_sum)
-
-
-@pytest.fixture(params=["local", "ray"])
-async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
-    if request.param == "ray":
-        request.getfixturevalue("ray_session")
-        ex: Executor = RayExecutor()
-    else:
-        ex = LocalExecutor()
-    yield ex
-    await ex.close()
 
 
 async def test_custom_skill_with_function_tiers_and_verifier(executor: Executor) -> None:
