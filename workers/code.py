@@ -23,7 +23,7 @@ from orchestrator.models import Verdict
 from .base import PoolOptions, Skill, Verifier
 from .sandbox import SandboxLimits, SandboxResult, plan_tests, run_tests
 
-__all__ = ["CodeInput", "CodeOutput", "CodeTestsVerifier", "code_skill", "function_name"]
+__all__ = ["CodeInput", "CodeOutput", "CodeTestsVerifier", "code_skill", "function_name", "sandbox_details"]
 
 _MAX_SOURCE = 200_000
 
@@ -107,7 +107,7 @@ class CodeTestsVerifier(Verifier):
         if problem is not None:
             return self.verdict(False, problem, 0.0, tests=[], contained=None)
         result = run_tests(ans.code, inp.tests, self.limits)
-        return self.verdict(result.ok, result.reason, _score(result), **_details(result))
+        return self.verdict(result.ok, result.reason, _score(result), **sandbox_details(result))
 
 
 def _static_problem(code: str, name: str) -> str | None:
@@ -143,7 +143,8 @@ def _score(result: SandboxResult) -> float:
     return result.passed / len(result.tests) if result.tests else 0.0
 
 
-def _details(result: SandboxResult) -> dict[str, Any]:
+def sandbox_details(result: SandboxResult) -> dict[str, Any]:
+    """A sandbox result as Verdict details: every test with its outcome, and how it ran."""
     return {
         "tests": [{"name": t.name, "ok": t.ok, "error": t.error} for t in result.tests],
         "contained": result.contained,
