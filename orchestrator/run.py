@@ -18,7 +18,7 @@ from workers.base import Job, Skill, Tier, Verifier
 from workers.registry import validate_payload
 
 from .budget import BudgetTracker
-from .errors import BudgetExceeded, InputError, TinyfleetError
+from .errors import BudgetExceeded, InputError, TinyfleetError, WorkerUnavailable
 from .escalation import Policy, ladder_for, select
 from .executor import PoolSpec
 from .journal import Journal
@@ -64,6 +64,7 @@ class PlanRun:
         self.results: dict[str, StepResult] = {}
         self.outputs: dict[str, Any] = {}
         self.stop_reason: str | None = None
+        self.broken_pools: dict[str, str] = {}
         for sid, r in resumed.items():
             self.results[sid] = r.model_copy(update={"resumed": True})
             self.outputs[sid] = r.output
@@ -253,10 +254,20 @@ class PlanRun:
             attempts.append(a)
         else:
             executor = self.fleet.executor
-            await executor.ensure_pool(PoolSpec(tier.pool_name, tier.worker, tier.pool))
             n = step.strategy.particles if tier.stochastic else 1
             todo = [Job(inp, particle=k, max_depth=step.strategy.max_depth, key=step.id) for k in range(n)]
             last_error = ""
+            try:
+                if tier.pool_name in self.broken_pools:
+                    raise WorkerUnavailable(self.broken_pools[tier.pool_name])
+                await executor.ensure_pool(PoolSpec(tier.pool_name, tier.worker, tier.pool))
+            except TinyfleetError as e:  # a tier that cannot start (bad checkpoint, unplaceable) is climbed past
+                last_error = f"{type(e).__name__}: {e}"
+                self.broken_pools.setdefault(tier.pool_name, f"pool {tier.pool_name!r} failed to start earlier in this run: {e}")
+                todo, attempts = [], [
+                    Attempt(output=None, confidence=0.0, worker=tier.pool_name, particle=j.particle, error=last_error)
+                    for j in todo
+                ]
             for _ in range(step.strategy.retries + 1):
                 got = await executor.submit_many(tier.pool_name, todo)
                 again = []

@@ -263,3 +263,21 @@ async def test_failed_steps_trigger_one_replan_that_keeps_settled_steps() -> Non
     assert dispatched.count("good") == 2  # wrong tier, then large: once, never re-run after the replan
     assert report.totals.large_model_calls == 2  # good + fixed; the refused call raised before costing
     await fleet.close()
+
+
+async def test_a_tier_whose_pool_cannot_start_is_climbed_past() -> None:
+    from orchestrator import ConfigError as _ConfigError
+
+    class BadCheckpoint(SlowWorker):
+        name = "test.bad-checkpoint"
+
+        def setup(self, device: str = "cpu") -> None:
+            raise _ConfigError("checkpoint broken.safetensors is corrupt; retrain it")
+
+    fleet = fleet_with(Tier("neural", BadCheckpoint, "tiny", PoolOptions()))
+    report = await fleet.run(Task(inputs={"items": sudoku_items(4, 3, seed=60)}))
+    assert report.status == "succeeded"
+    for step in report.steps:
+        assert step.tiers_tried[0] == "neural" and step.escalated
+        assert "corrupt" in (step.trials[0].attempt.error or "")
+    await fleet.close()
