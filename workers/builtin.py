@@ -19,6 +19,7 @@ from .classic import (
     SudokuExactSolver,
     SudokuPropagationWorker,
 )
+from .neural import TRMMazeWorker, TRMSudokuWorker, served_sizes
 from .registry import SkillRegistry
 from .verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
 
@@ -28,6 +29,34 @@ __all__ = ["default_registry", "sudoku_skill", "maze_skill", "route_skill"]
 _HEURISTIC_POOL = PoolOptions(replicas=1, num_cpus=0.5, max_batch=256, max_wait_ms=2.0)
 _EXACT_POOL = PoolOptions(replicas=1, num_cpus=0.5, max_batch=64, max_wait_ms=2.0)
 _TOOL_POOL = PoolOptions(inline=True, max_batch=256, max_wait_ms=0.0)
+# Torch tiers: one forward pass per batch, so wait a few ms to fill large batches.
+_TORCH_POOL = PoolOptions(replicas=1, num_cpus=1.0, max_batch=256, max_wait_ms=5.0)
+
+
+def _trm_sudoku_tier() -> list[Tier]:
+    """The TRM tier, taking only the sizes a served checkpoint covers (others skip it)."""
+    sizes = frozenset(served_sizes("sudoku.solve", "trm"))
+    if not sizes:
+        return []
+
+    def accepts(inp: BaseModel) -> bool:
+        return isinstance(inp, sudoku.SudokuInput) and len(inp.puzzle) in sizes
+
+    return [Tier("trm", TRMSudokuWorker, "tiny", _TORCH_POOL, accepts)]
+
+
+def _trm_maze_tier() -> list[Tier]:
+    """The TRM tier for square mazes of a served checkpoint's side (others skip it)."""
+    sizes = frozenset(served_sizes("maze.route", "trm"))
+    if not sizes:
+        return []
+
+    def accepts(inp: BaseModel) -> bool:
+        if not isinstance(inp, maze.MazeInput):
+            return False
+        return len(inp.grid) == len(inp.grid[0]) and len(inp.grid) in sizes
+
+    return [Tier("trm", TRMMazeWorker, "tiny", _TORCH_POOL, accepts)]
 
 
 def _sudoku_precheck(inp: BaseModel) -> None:
@@ -54,7 +83,10 @@ def sudoku_skill() -> Skill:
         description="Complete an n x n sudoku (n in 4, 6, 9; 0 = blank). Input {'puzzle': [[int]]}.",
         input_model=sudoku.SudokuInput,
         output_model=sudoku.SudokuOutput,
-        ladder=[Tier("propagate", SudokuPropagationWorker, "heuristic", _HEURISTIC_POOL)],
+        ladder=[
+            *_trm_sudoku_tier(),
+            Tier("propagate", SudokuPropagationWorker, "heuristic", _HEURISTIC_POOL),
+        ],
         fallback=Tier("exact", SudokuExactSolver, "exact", _EXACT_POOL),
         verifier=SudokuVerifier(),
         precheck=_sudoku_precheck,
@@ -68,7 +100,10 @@ def maze_skill() -> Skill:
         description="Shortest 4-connected path from S to G in a grid of '#', '.', 'S', 'G'. Input {'grid': [str]}.",
         input_model=maze.MazeInput,
         output_model=maze.MazeOutput,
-        ladder=[Tier("greedy", MazeGreedyWorker, "heuristic", _HEURISTIC_POOL)],
+        ladder=[
+            *_trm_maze_tier(),
+            Tier("greedy", MazeGreedyWorker, "heuristic", _HEURISTIC_POOL),
+        ],
         fallback=Tier("bfs", MazeBFSSolver, "exact", _EXACT_POOL),
         verifier=MazeVerifier(),
         precheck=_maze_precheck,

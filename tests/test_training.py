@@ -1,0 +1,127 @@
+"""Training and evaluation: data streams are valid and split by seed, a few seconds of
+training lower the loss, the train and eval commands write and read real checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator import InputError
+from workers import maze, sudoku
+from workers.neural import crop_border, load_checkpoint, maze_labels
+from workers.training import (
+    DeepSupervision,
+    MazeData,
+    Recipe,
+    SudokuData,
+    _make_model,
+    eval_command,
+    evaluate,
+    train,
+    train_command,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_augmented_sudoku_samples_are_valid_puzzles_with_their_solutions(n: int) -> None:
+    data = SudokuData(n, seed=0, pool=30)
+    xs, ys = data.sample(50)
+    assert xs.shape == ys.shape == (50, n * n)
+    for x, y in zip(xs, ys):
+        puzzle = x.reshape(n, n).tolist()
+        solution = (y + 1).reshape(n, n).tolist()
+        assert sudoku.check_solution(puzzle, solution) is None
+    assert len({tuple(x) for x in xs}) > 30  # augmentation makes 30 puzzles into many
+
+
+def test_maze_samples_label_the_shortest_path_inside_the_border() -> None:
+    data = MazeData(9, seed=0)
+    xs, ys = data.sample(5)
+    assert xs.shape == ys.shape == (5, 49)  # the 7x7 interior: the wall ring is cropped
+    assert set(np.unique(xs)) <= {0, 1, 2, 3} and (xs == 2).sum(1).tolist() == [1] * 5
+    grids = data.items(4, "valid", 0)
+    tokens = data.encode(grids)
+    labels = np.stack([maze_labels([crop_border(g)])[0] for g in grids])  # type: ignore[list-item]
+    assert data.correct(grids, labels) == [True] * 4  # the true labels decode into shortest paths
+    assert data.correct(grids, np.zeros_like(tokens)) == [False] * 4
+    with pytest.raises(InputError):
+        MazeData(10, seed=0)
+
+
+def test_splits_never_share_puzzles() -> None:
+    data = SudokuData(6, seed=0, pool=200)
+    train_set = {tuple(p) for p in data.pool()[0].tolist()}
+    for split in ("valid", "eval"):
+        held = {tuple(v for row in p for v in row) for p, _ in data.items(100, split, 0)}
+        assert not held & train_set
+    assert data.items(3, "eval", 1) != data.items(3, "eval", 2)
+
+
+def test_a_few_seconds_of_training_lower_the_loss() -> None:
+    torch.manual_seed(0)
+    data = SudokuData(4, seed=0, pool=300)
+    model = _make_model("trm", data, {"d": 32, "n": 2, "T": 2, "N_sup": 4})
+    trainer = DeepSupervision(model, data, Recipe(batch=48, warmup=10, lr=3e-3), seed=0, device="cpu")
+    losses = [trainer.step()["loss"] for _ in range(40)]
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+
+
+def test_hrm_trains_through_the_same_loop() -> None:
+    torch.manual_seed(0)
+    data = SudokuData(4, seed=0, pool=300)
+    model = _make_model("hrm", data, {"d": 32, "N": 2, "T": 1, "N_sup": 4})
+    trainer = DeepSupervision(model, data, Recipe(batch=48, warmup=10, lr=3e-3), seed=0, device="cpu")
+    losses = [trainer.step()["loss"] for _ in range(30)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_train_and_eval_commands_write_and_read_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(skill="sudoku.solve", model="trm", size=4, minutes=0.04, seed=3, out=str(tmp_path), resume=None, eval_n=20)
+    assert train_command(args) == 0
+    ckpt = tmp_path / "sudoku.solve-trm-4.safetensors"
+    card = json.loads(ckpt.with_suffix(".json").read_text())
+    for key in ("config", "recipe", "seed", "steps", "wall_s", "hardware", "eval", "date"):
+        assert key in card
+    assert card["seed"] == 3 and card["steps"] > 0
+    model, _ = load_checkpoint(ckpt)
+    assert model.cfg.seq_len == 16
+    capsys.readouterr()
+    ev = argparse.Namespace(skill="sudoku.solve", model="trm", size=4, n=20, seed=7, out=str(tmp_path), json=True, halt=True)
+    assert eval_command(ev) == 0
+    r = json.loads(capsys.readouterr().out)
+    for key in ("exact", "confident_exact", "confident_share", "mean_steps", "items_per_s"):
+        assert key in r
+    assert r["n"] == 20 and 0.0 <= r["exact"] <= 1.0
+    # the CLI's shape: --model omitted (trm), --checkpoint names the file, the card gives the size
+    cli = argparse.Namespace(skill="sudoku.solve", model=None, size=None, n=10, seed=7, checkpoint=str(ckpt), json=True, halt=False)
+    assert eval_command(cli) == 0
+    r2 = json.loads(capsys.readouterr().out)
+    assert r2["size"] == 4 and r2["mean_steps"] == card["config"]["N_sup"]
+    # resume continues the step count and the wall clock
+    card2 = train("sudoku.solve", "trm", 4, 0.02, 3, tmp_path, resume=ckpt, final_eval_n=10)
+    assert card2["steps"] > card["steps"] and card2["wall_s"] > card["wall_s"]
+
+
+def test_bad_arguments_are_input_errors() -> None:
+    with pytest.raises(InputError, match="--skill"):
+        train_command(argparse.Namespace(skill="code.function", model="trm", size=4, minutes=1, seed=0, out=None, resume=None))
+    with pytest.raises(InputError, match="--model"):
+        train_command(argparse.Namespace(skill="sudoku.solve", model="gpt", size=4, minutes=1, seed=0, out=None, resume=None))
+    with pytest.raises(InputError, match="sudoku size"):
+        train("sudoku.solve", "trm", 5, 0.01)
+
+
+def test_evaluate_uses_the_kit_checker() -> None:
+    data = MazeData(7, seed=0)
+    model = _make_model("trm", data, {"d": 16, "n": 1, "T": 1, "N_sup": 2})
+    r = evaluate(model, data, 8, seed=0, halt=False)
+    assert r["mean_steps"] == 2.0 and r["n"] == 8
+    grids = data.items(8, "eval", 0)
+    assert all(maze.check_path(g, maze.bfs_path(g)) is None for g in grids)
