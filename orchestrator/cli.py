@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from .errors import ConfigError, InputError, PlanError, TinyfleetError
 from .escalation import Policy
 from .fleet import Fleet
-from .models import RunReport, Task
+from .models import RunReport
 from .progress import Progress, summary
 from .taskfile import load_task, read_json
 
@@ -42,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--executor", choices=["ray", "local"], default="ray", help="where workers run (default: ray)")
         sp.add_argument("--address", default=None, help="Ray address to attach to (default: start a local Ray, or RAY_ADDRESS)")
 
-    d = sub.add_parser("demo", help="the main job, offline, on the embedded default")
+    d = sub.add_parser("demo", help="the main job: plan a delivery day, offline, on the embedded default")
     d.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
-    d.add_argument("--out", default="tinyfleet-demo", help="directory for the demo's outputs")
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--out", default="tinyfleet-demo", help="directory for the itinerary, map and report")
+    d.add_argument("--seed", type=int, default=7, help="scenario generator seed")
+    d.add_argument("--scenario", default=None, help="a scenario JSON file instead of a generated one")
+    d.add_argument("--planner", choices=["rules", "openai"], default="rules")
     add_exec(d)
 
     r = sub.add_parser("run", help="run a task file")
@@ -142,36 +143,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if report.status == "succeeded" else 1
 
 
-def demo_task(seed: int = 7) -> Task:
-    """The demo's workload: a mixed batch of sudoku (4x4, 6x6, 9x9 of mixed difficulty) and
-    mazes, recognised item by item by the rule planner."""
-    from workers import maze, sudoku
-
-    rng = random.Random(seed)
-    items: list[dict[str, Any]] = []
-    for n, givens in [(4, 5), (4, 6), (6, 12), (6, 14), (9, 36), (9, 30), (9, 24), (9, 22)]:
-        for _ in range(4):
-            items.append({"puzzle": sudoku.generate(n, rng, givens)[0]})
-    for size, loops in [(11, 0.0), (11, 0.1), (15, 0.1), (21, 0.15)]:
-        for _ in range(4):
-            items.append({"grid": maze.generate(size, rng, loops=loops)})
-    rng.shuffle(items)
-    return Task(id=f"demo-{seed}", goal="solve a mixed batch of sudoku and mazes", inputs={"items": items})
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    task = demo_task(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fleet = _make_fleet(args)
-    report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=str(out / "journal.sqlite")))
-    (out / "report.json").write_text(report.model_dump_json(indent=2))
-    if args.json:
-        _print_report(report, True)
-    else:
-        print(summary(report))
-        print(f"report: {out / 'report.json'}")
-    return 0 if report.status == "succeeded" else 1
+    """The main job: the planning agent plans a delivery day offline (rule planner, bundled
+    checkpoints, local Ray) and writes the itinerary, the map and the report to --out."""
+    from examples.planning_agent.cli import demo_command
+
+    return int(demo_command(args))
 
 
 def _cmd_skills(args: argparse.Namespace) -> int:
