@@ -1,11 +1,17 @@
 """``tinyfleet bench``: side-by-side benchmarks, each comparison in one process, reported as
-ratios (these machines are shared and noisy). Writes a JSON file and a markdown table to
-``--out``; ``--quick`` keeps every benchmark to a few seconds or minutes."""
+ratios (these machines are shared and noisy). Writes a JSON file, a markdown table and one
+PNG plot per benchmark to ``--out``; ``--quick`` keeps every benchmark to a few seconds or
+minutes.
+
+Each benchmark module has ``run(quick: bool) -> dict`` returning ``rows`` (list of dicts),
+``summary`` (one line), ``ok`` (whether its target was met) and optionally ``plot`` (see
+:mod:`.plots`). Modules that take ``tiny=True`` shrink to a smoke-test size (for the tests)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import sys
@@ -16,18 +22,27 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["BENCHMARKS", "bench_command", "run_benchmarks"]
+__all__ = ["BENCHMARKS", "bench_command", "run_benchmarks", "write_results", "markdown"]
 
 # name -> module implementing run(quick: bool) -> dict with "rows" (list of dicts) and "summary"
 BENCHMARKS: dict[str, str] = {
+    "escalation": ".escalation",
     "dispatch": ".dispatch",
+    "batching": ".batching",
+    "dag": ".dag",
+    "halting": ".halting",
+    "particles": ".particles",
     "verify": ".verify",
 }
 
 
-def _load(name: str) -> Callable[[bool], dict[str, Any]]:
+def _load(name: str) -> Callable[..., dict[str, Any]]:
     mod = importlib.import_module(BENCHMARKS[name], __name__)
     return mod.run  # type: ignore[no-any-return]
+
+
+def _takes_tiny(fn: Callable[..., Any]) -> bool:
+    return "tiny" in inspect.signature(fn).parameters
 
 
 def machine() -> dict[str, Any]:
@@ -41,20 +56,23 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_benchmarks(names: list[str], quick: bool) -> dict[str, Any]:
+def run_benchmarks(names: list[str], quick: bool, *, tiny: bool = False) -> dict[str, Any]:
+    """Run ``names`` (all when empty) in order. ``tiny`` shrinks the benchmarks that support
+    it to smoke-test sizes (tests only: their numbers mean nothing). InputError on unknown names."""
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise InputError(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "command": "tinyfleet bench " + " ".join([*names, *(["--quick"] if quick else [])]),
+        "command": " ".join(["tinyfleet bench", *names, *(["--quick"] if quick else [])]),
         "machine": machine(),
         "benchmarks": {},
     }
     for name in names or list(BENCHMARKS):
         t0 = time.perf_counter()
         print(f"bench {name} ...", file=sys.stderr, flush=True)
-        res = _load(name)(quick)
+        fn = _load(name)
+        res = fn(quick, tiny=True) if tiny and _takes_tiny(fn) else fn(quick)
         res["seconds"] = round(time.perf_counter() - t0, 2)
         results["benchmarks"][name] = res
     return results
@@ -65,7 +83,9 @@ def markdown(results: dict[str, Any]) -> str:
            f"({results['machine']['platform']}, Python {results['machine']['python']}).", ""]
     for name, res in results["benchmarks"].items():
         rows = res.get("rows", [])
-        out.append(f"**{name}**: {res.get('summary', '')}")
+        ok = res.get("ok")
+        verdict = "target met" if ok is True else ("target NOT met" if ok is False else "no target")
+        out.append(f"**{name}** ({verdict}): {res.get('summary', '')}")
         out.append("")
         if rows:
             cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -73,6 +93,9 @@ def markdown(results: dict[str, Any]) -> str:
             out.append("|" + "---|" * len(cols))
             for r in rows:
                 out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+            out.append("")
+        if res.get("png"):
+            out.append(f"![{name}]({res['png']})")
             out.append("")
     return "\n".join(out)
 
@@ -83,16 +106,35 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def bench_command(args: argparse.Namespace) -> int:
-    results = run_benchmarks(list(args.names), bool(args.quick))
-    out = Path(args.out)
+def write_results(results: dict[str, Any], out: Path) -> str:
+    """Write ``bench.json``, ``bench.md`` and one ``<name>.png`` per benchmark into ``out``;
+    return the markdown."""
+    from .plots import plot_benchmark
+
     out.mkdir(parents=True, exist_ok=True)
+    for name, res in results["benchmarks"].items():
+        png = plot_benchmark(name, res, out)
+        if png is not None:
+            res["png"] = png.name
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     md = markdown(results)
     (out / "bench.md").write_text(md)
+    return md
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    results = run_benchmarks(list(args.names), bool(args.quick))
+    if args.json:
+        results["command"] += " --json"
+    results["command"] += f" --out {args.out}"
+    md = write_results(results, Path(args.out))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(md)
-    failed = [n for n, r in results["benchmarks"].items() if r.get("ok") is False]
-    return 1 if failed else 0
+    # Exit 0 when every benchmark ran: whether each met its target is data (``ok`` in the JSON,
+    # "target NOT met" in the table), not a failure of the command.
+    missed = [n for n, r in results["benchmarks"].items() if r.get("ok") is False]
+    if missed:
+        print(f"targets not met: {', '.join(missed)} (see bench.md)", file=sys.stderr)
+    return 0
