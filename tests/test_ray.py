@@ -154,7 +154,12 @@ def test_ray_job_submit_runs_a_task_on_a_local_head(tmp_path: Path) -> None:
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={ray_tmp}",
-         "--min-worker-port=21000", "--max-worker-port=21999"],
+         "--min-worker-port=21000", "--max-worker-port=21999",
+         # the test session's own Ray runs on this machine too: give every listener of this
+         # head a free port, or its dashboard agent cannot bind and jobs find no agent
+         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+         f"--ray-client-server-port={_free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -162,7 +167,7 @@ def test_ray_job_submit_runs_a_task_on_a_local_head(tmp_path: Path) -> None:
         task_file = tmp_path / "task.json"
         task_file.write_text(json.dumps(task))
         address = f"http://127.0.0.1:{dash}"
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # a loaded 2-core machine can take minutes to bring up the job agent
         out = None
         while time.monotonic() < deadline:
             out = subprocess.run(
@@ -175,7 +180,7 @@ def test_ray_job_submit_runs_a_task_on_a_local_head(tmp_path: Path) -> None:
             starting = ("Connection refused", "Failed to connect", "No available agent", "try again later")
             if out.returncode == 0 or not any(s in said for s in starting):
                 break
-            time.sleep(2)
+            time.sleep(3)
         assert out is not None
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         text = out.stdout

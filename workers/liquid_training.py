@@ -129,7 +129,7 @@ def train(cfg: LiquidConfig, *, seconds: float, seed: int, batch: int = BATCH, m
         x, ts, y = training_batch(rng, batch, cfg)
         loss = pinball_loss(model(x, ts), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
         step += 1

@@ -305,7 +305,8 @@ def _excerpt(f: Any, limit: int) -> str:
     size = os.fstat(f.fileno()).st_size
     f.seek(0)
     text = f.read(limit * 4).decode("utf-8", "replace")[:limit]
-    return text + (f"\n... [truncated: {size} bytes in all]" if size > len(text.encode()) else "")
+    out: str = text + (f"\n... [truncated: {size} bytes in all]" if size > len(text.encode()) else "")
+    return out
 
 
 def _parse(raw: bytes, key: bytes) -> _Channel:

@@ -228,7 +228,8 @@ def seasonal_indices(values: F, k: F, season: int) -> F:
     lo = np.minimum(starts + np.maximum(counts - 1, 0) // 2, len(sd) - 1)
     hi = np.minimum(starts + counts // 2, len(sd) - 1)
     idx = np.where(counts > 0, (sd[lo] + sd[hi]) / 2, 0.0)
-    return idx - idx.mean()
+    centred: np.ndarray = idx - idx.mean()
+    return centred
 
 
 def seasonal_naive(values: F, horizon: int, season: int) -> F:
@@ -408,7 +409,8 @@ def classical_anomaly_scores(values: F, k: F, season: int) -> F:
     mad = float(np.median(np.abs(r - np.median(r)))) * 1.4826
     if mad <= 0:
         mad = float(np.std(r)) or 1.0
-    return np.abs(r - np.median(r)) / mad
+    scores: np.ndarray = np.abs(r - np.median(r)) / mad
+    return scores
 
 
 # ---------------------------------------------------------------------------- verifier

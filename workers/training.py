@@ -339,7 +339,7 @@ class DeepSupervision:
         self.steps += 1
         loss, _ = model.loss(o, self.ys, x, self.steps)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         self.opt.step()
         if self.ema:

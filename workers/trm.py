@@ -90,7 +90,8 @@ class SwiGLU(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         g, u = self.gate_up(h).chunk(2, dim=-1)
-        return self.down(F.silu(g) * u)
+        out: torch.Tensor = self.down(F.silu(g) * u)
+        return out
 
 
 class SequenceMLP(nn.Module):
@@ -101,7 +102,8 @@ class SequenceMLP(nn.Module):
         self.mlp = SwiGLU(length, max(8, int(length * expansion)))
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.mlp(h.transpose(1, 2)).transpose(1, 2)  # (B, L, D)
+        out: torch.Tensor = self.mlp(h.transpose(1, 2)).transpose(1, 2)  # (B, L, D)
+        return out
 
 
 class SelfAttention(nn.Module):
@@ -119,7 +121,8 @@ class SelfAttention(nn.Module):
         B, L, D = h.shape
         q, k, v = self.qkv(h).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, Dh)
         a = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, Dh)
-        return self.out(a.transpose(1, 2).reshape(B, L, D))
+        out: torch.Tensor = self.out(a.transpose(1, 2).reshape(B, L, D))
+        return out
 
 
 class Block(nn.Module):

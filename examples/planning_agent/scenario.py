@@ -213,7 +213,8 @@ _NAMES = (
 def _profile(hour: np.ndarray, lunch: float, evening: float) -> np.ndarray:
     """Demand shape over a day: a night floor, a lunch peak and an evening peak."""
     h = np.mod(hour, 24.0)
-    return 0.15 + lunch * np.exp(-(((h - 12.5) / 2.2) ** 2)) + evening * np.exp(-(((h - 18.0) / 1.8) ** 2))
+    rate: np.ndarray = 0.15 + lunch * np.exp(-(((h - 12.5) / 2.2) ** 2)) + evening * np.exp(-(((h - 18.0) / 1.8) ** 2))
+    return rate
 
 
 def _history(rng: np.random.Generator, days: int) -> History:
