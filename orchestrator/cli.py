@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ConfigError, InputError, PlanError, TinyfleetError
 from .escalation import Policy
 from .fleet import Fleet
-from .models import RunReport
+from .models import RunReport, Strategy
 from .progress import Progress, summary
 from .taskfile import load_task, read_json
 
@@ -126,15 +126,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.task is None and args.resume is None:
         raise _UsageError("run needs a TASK.json file or --resume JOURNAL")
     task = load_task(args.task) if args.task else None
-    if task is not None and args.particles is not None:
-        task = task.model_copy(update={"inputs": task.inputs})
     fleet = _make_fleet(args, args.planner)
     if args.particles is not None:
         from planners.rules import RulePlanner
-        from .models import Strategy
 
-        if isinstance(fleet.planner, RulePlanner):
-            fleet.planner.strategy = Strategy(particles=args.particles, select="vote")
+        if not isinstance(fleet.planner, RulePlanner):
+            raise _UsageError("--particles applies to the rule planner's plans; an LLM planner sets strategies itself")
+        # several particles only help when answers are voted on or verified: vote, then verify
+        fleet.planner.strategy = Strategy(particles=args.particles, select="vote")
     journal = args.journal
     if journal is None and args.resume is None and task is not None:
         journal = str(Path("runs") / f"{task.id}.sqlite")

@@ -163,3 +163,14 @@ def test_sigkill_half_way_then_resume_reruns_nothing_verified(tmp_path: Path) ->
     assert len(set(after)) == 300
     for item, sol in zip(items, report["output"], strict=True):
         assert sudoku.check_solution(item["puzzle"], sol["solution"]) is None
+
+
+def test_particles_flag_sends_several_particles_to_stochastic_tiers(tmp_path: Path) -> None:
+    task = write(tmp_path, "t.json", {"skill": "sudoku.solve", "inputs": {"items": sudoku_items(4, 3, seed=77)}})
+    out = cli("run", task, "--json", "--executor", "local", "--particles", "3", "--journal", str(tmp_path / "j.sqlite"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    for step in report["steps"]:
+        first = step["tiers_tried"][0]
+        tried = [t for t in step["trials"] if t["attempt"]["tier"] == first]
+        assert len(tried) == (3 if first == "trm" else 1)  # deterministic tiers get one particle
