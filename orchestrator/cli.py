@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from .models import RunReport, Strategy
 from .progress import Progress, summary
 from .taskfile import load_task, read_json
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "run_guarded"]
 
 
 class _UsageError(Exception):
@@ -211,23 +212,34 @@ _COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+def run_guarded(prog: str, command: Callable[[], int]) -> int:
+    """Run a command body under the exit-status contract shared by every tinyfleet command
+    line: bad input or usage -> 2 with one line naming the problem, any other tinyfleet error
+    -> 1, interrupted -> 130; never a traceback for a typed error."""
     try:
-        args = build_parser().parse_args(argv)
-        return _COMMANDS[args.command](args)
+        return command()
     except _UsageError as e:
-        print(f"tinyfleet: usage error: {e}", file=sys.stderr)
+        print(f"{prog}: usage error: {e}", file=sys.stderr)
         return 2
     except (InputError, PlanError, ConfigError) as e:
-        print(f"tinyfleet: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except TinyfleetError as e:
-        print(f"tinyfleet: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("tinyfleet: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+    def command() -> int:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+
+    return run_guarded("tinyfleet", command)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ class ExecutorStats:
     batches: int = 0
     items: int = 0
     resends: int = 0
-    restarts_seen: int = 0
 
 
 def run_worker_batch(worker: Worker, jobs: Sequence[Job]) -> list[Attempt]:
@@ -103,8 +102,9 @@ class _LocalPool:
     """``replicas`` worker instances in this process, each with its own thread (workers need
     not be thread-safe), fed by one dynamic batcher."""
 
-    def __init__(self, spec: PoolSpec) -> None:
+    def __init__(self, spec: PoolSpec, stats: ExecutorStats | None = None) -> None:
         self.spec = spec
+        self.stats = stats or ExecutorStats()
         n = max(1, spec.options.replicas)
         self.workers: list[Worker] = []
         for _ in range(n):
@@ -125,6 +125,7 @@ class _LocalPool:
                 self._free.put_nowait(w)
         free = self._free
         worker = await free.get()  # waits while every worker is busy (e.g. on a timed-out batch)
+        self.stats.batches += 1
         fut = loop.run_in_executor(self.thread, run_worker_batch, worker, jobs)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.spec.options.timeout_s)
@@ -155,7 +156,7 @@ class LocalExecutor(Executor):
             self._lock = asyncio.Lock()
         async with self._lock:  # concurrent runs share one pool per worker kind
             if spec.name not in self._pools:
-                self._pools[spec.name] = await asyncio.to_thread(_LocalPool, spec)
+                self._pools[spec.name] = await asyncio.to_thread(_LocalPool, spec, self.stats)
 
     async def submit(self, pool: str, job: Job) -> Attempt:
         try:
@@ -164,7 +165,6 @@ class LocalExecutor(Executor):
             raise ConfigError(f"no pool named {pool!r}; call ensure_pool first") from None
         attempt = await p.batcher.submit(job)
         self.stats.items += 1
-        self.stats.batches = sum(x.batcher.batches for x in self._pools.values())
         return attempt
 
     def pools(self) -> list[str]:

@@ -186,7 +186,7 @@ class RayExecutor(Executor):
         self._starting[spec.name] = fut
         try:
             if spec.options.inline:
-                self._local[spec.name] = await asyncio.to_thread(_LocalPool, spec)
+                self._local[spec.name] = await asyncio.to_thread(_LocalPool, spec, self.stats)
             else:
                 await self._start_pool(spec)
             fut.set_result(None)

@@ -447,7 +447,7 @@ def test_cli_bad_spec_and_missing_key_exit_2_with_one_line(
     bad.write_text('"""Nothing."""\n\ndef test_x():\n    assert True\n')
     assert main([str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: spec ") and "no function stubs" in err and "\n" not in err
+    assert err.startswith("coding_agent: error: spec ") and "no function stubs" in err and "\n" not in err
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert main([str(SPEC_FILE), "--out", str(tmp_path / "o"), "--executor", "local"]) == 2
     err = capsys.readouterr().err.strip()

@@ -186,6 +186,9 @@ async def test_journal_records_every_settled_step_and_resume_reruns_nothing(tmp_
     assert again.status == "succeeded"
     assert again.totals.resumed == 5 and again.totals.particles == 0
     assert again.output == first.output
+    j = Journal(path)
+    assert sorted(r.step_id for r in j.entries()) == [f"item{k}" for k in range(5)]  # nothing re-run, nothing appended twice
+    j.close()
 
 
 def test_run_sync_refuses_inside_a_running_loop() -> None:

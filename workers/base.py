@@ -8,7 +8,6 @@ escalation ladder of tiers, each tier naming the worker that serves it.
 from __future__ import annotations
 
 import functools
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -183,9 +182,3 @@ class Skill:
     def tier_names(self) -> list[str]:
         return [t.name for t in self.ladder] + ([self.fallback.name] if self.fallback else [])
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``fn`` and return (result, seconds)."""
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0

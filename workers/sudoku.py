@@ -312,10 +312,6 @@ class Transform:
         return out
 
 
-def identity_transform(n: int) -> Transform:
-    return Transform(tuple(range(n + 1)), tuple(range(n)), tuple(range(n)), False)
-
-
 def random_transform(n: int, rng: random.Random) -> Transform:
     br, bc = _BOX[n]
     digits = list(range(1, n + 1))

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
-from orchestrator.errors import ConfigError, InputError, PlanError, TinyfleetError
+from orchestrator.errors import InputError
 from orchestrator.models import Strategy
+from orchestrator.cli import run_guarded
 from orchestrator.progress import Progress, summary
 
 from .agent import BuildResult, build_module, make_fleet
@@ -56,16 +56,15 @@ def write_outputs(result: BuildResult, spec: Spec, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_guarded("coding_agent", lambda: _build(args))
+
+
+def _build(args: argparse.Namespace) -> int:
     if not 1 <= args.particles <= 64:
-        print(f"error: --particles must be between 1 and 64, got {args.particles}", file=sys.stderr)
-        return 2
+        raise InputError(f"--particles must be between 1 and 64, got {args.particles}")
     strategy = Strategy(particles=args.particles, select="first_verified")
-    try:
-        spec = load_spec(args.spec)
-        fleet = make_fleet(args.planner, executor=args.executor, address=args.address, strategy=strategy)
-    except (InputError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec)
+    fleet = make_fleet(args.planner, executor=args.executor, address=args.address, strategy=strategy)
     fleet.add_hook(Progress())
 
     async def go() -> BuildResult:
@@ -74,14 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             await fleet.close()
 
-    try:
-        result = asyncio.run(go())
-    except (InputError, ConfigError, PlanError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TinyfleetError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    result = asyncio.run(go())
     paths = write_outputs(result, spec, Path(args.out))
     if args.json:
         print(json.dumps(json.loads(result.model_dump_json()), indent=2))

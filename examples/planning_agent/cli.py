@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
-from orchestrator.errors import ConfigError, InputError, PlanError, TinyfleetError
+from orchestrator.errors import ConfigError
 from orchestrator.fleet import Fleet
+from orchestrator.cli import run_guarded
 from orchestrator.progress import Progress, summary
 
 from .agent import DayResult, run_day
@@ -104,14 +104,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args: Any = build_parser().parse_args(argv)
-    try:
-        return demo_command(args)
-    except (InputError, PlanError, ConfigError) as e:
-        print(f"planning_agent: error: {e}", file=sys.stderr)
-        return 2
-    except TinyfleetError as e:
-        print(f"planning_agent: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("planning_agent: interrupted", file=sys.stderr)
-        return 130
+    return run_guarded("planning_agent", lambda: demo_command(args))
