@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, default=5.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None)
-    t.add_argument("--resume", default=None)
+    from workers.train_args import add_train_options
+
+    add_train_options(t)
 
     e = sub.add_parser("eval", help="evaluate a bundled or given checkpoint")
     e.add_argument("--skill", required=True)

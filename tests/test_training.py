@@ -19,9 +19,11 @@ from workers.training import (
     MazeData,
     Recipe,
     SudokuData,
+    _lr_at,
     _make_model,
     eval_command,
     evaluate,
+    split_overrides,
     train,
     train_command,
 )
@@ -38,14 +40,18 @@ def test_augmented_sudoku_samples_are_valid_puzzles_with_their_solutions(n: int)
         puzzle = x.reshape(n, n).tolist()
         solution = (y + 1).reshape(n, n).tolist()
         assert sudoku.check_solution(puzzle, solution) is None
-    assert len({tuple(x) for x in xs}) > 30  # augmentation makes 30 puzzles into many
+    assert len({tuple(x) for x in xs.tolist()}) > 30  # augmentation makes 30 puzzles into many
 
 
 def test_maze_samples_label_the_shortest_path_inside_the_border() -> None:
-    data = MazeData(9, seed=0)
-    xs, ys = data.sample(5)
-    assert xs.shape == ys.shape == (5, 49)  # the 7x7 interior: the wall ring is cropped
-    assert set(np.unique(xs)) <= {0, 1, 2, 3} and (xs == 2).sum(1).tolist() == [1] * 5
+    data = MazeData(9, seed=0, pool=20)
+    xs, ys = data.sample(200)
+    assert xs.shape == ys.shape == (200, 49)  # the 7x7 interior: the wall ring is cropped
+    assert set(np.unique(xs.numpy())) <= {0, 1, 2, 3} and (xs == 2).sum(1).tolist() == [1] * 200
+    for x, y in zip(xs.tolist(), ys.tolist()):  # symmetries keep the label the shortest path
+        inner = ["".join("#.SG"[v] for v in x[r * 7 : (r + 1) * 7]) for r in range(7)]
+        assert maze_labels([inner])[0].tolist() == y
+    assert 100 < len({tuple(x) for x in xs.tolist()}) <= 160  # 20 mazes x 8 symmetries
     grids = data.items(4, "valid", 0)
     tokens = data.encode(grids)
     labels = np.stack([maze_labels([crop_border(g)])[0] for g in grids])  # type: ignore[list-item]
@@ -69,7 +75,7 @@ def test_a_few_seconds_of_training_lower_the_loss() -> None:
     data = SudokuData(4, seed=0, pool=300)
     model = _make_model("trm", data, {"d": 32, "n": 2, "T": 2, "N_sup": 4})
     trainer = DeepSupervision(model, data, Recipe(batch=48, warmup=10, lr=3e-3), seed=0, device="cpu")
-    losses = [trainer.step()["loss"] for _ in range(40)]
+    losses = [float(trainer.step()["loss"]) for _ in range(40)]
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
 
 
@@ -78,7 +84,7 @@ def test_hrm_trains_through_the_same_loop() -> None:
     data = SudokuData(4, seed=0, pool=300)
     model = _make_model("hrm", data, {"d": 32, "N": 2, "T": 1, "N_sup": 4})
     trainer = DeepSupervision(model, data, Recipe(batch=48, warmup=10, lr=3e-3), seed=0, device="cpu")
-    losses = [trainer.step()["loss"] for _ in range(30)]
+    losses = [float(trainer.step()["loss"]) for _ in range(30)]
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
 
 
@@ -125,3 +131,36 @@ def test_evaluate_uses_the_kit_checker() -> None:
     assert r["mean_steps"] == 2.0 and r["n"] == 8
     grids = data.items(8, "eval", 0)
     assert all(maze.check_path(g, maze.bfs_path(g)) is None for g in grids)
+
+
+def test_the_pool_is_the_same_for_any_worker_count_and_comes_back_from_the_cache(tmp_path: Path) -> None:
+    serial = SudokuData(4, seed=5, pool=1100).pool(workers=1)  # three chunks
+    parallel = SudokuData(4, seed=5, pool=1100).pool(workers=2, cache=tmp_path)
+    assert all((a == b).all() for a, b in zip(serial, parallel, strict=True))
+    [cached] = tmp_path.iterdir()
+    assert cached.name == "sudoku.solve-4-seed5-n1100.npz"
+    again = SudokuData(4, seed=5, pool=1100)
+    again.prepare("cpu", cache=tmp_path)
+    assert all((a == b).all() for a, b in zip(serial, again.pool(), strict=True))
+    assert not (SudokuData(4, seed=6, pool=1100).pool()[0] == serial[0]).all()  # another seed, another pool
+
+
+def test_set_overrides_reach_the_model_and_the_recipe(tmp_path: Path) -> None:
+    assert split_overrides(["d=24", "lr=5e-4", "mixer=attn", "amp=true"]) == {"d": 24, "lr": 5e-4, "mixer": "attn", "amp": True}
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        split_overrides(["d"])
+    card = train("sudoku.solve", "trm", 4, 0.01, 0, tmp_path, overrides={"d": 24, "n": 1, "batch": 16, "pool": 60, "warmup": 5},
+                 final_eval_n=5)
+    assert card["config"]["d"] == 24 and card["config"]["n"] == 1
+    assert card["recipe"]["batch"] == 16 and card["recipe"]["pool"] == 60
+    with pytest.raises(InputError, match="unknown trm setting.*'width'"):
+        train("sudoku.solve", "trm", 4, 0.01, 0, tmp_path, overrides={"width": 24, "pool": 60})
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine_to_its_floor() -> None:
+    r = Recipe(lr=1e-3, warmup=10, min_lr=0.1)
+    assert _lr_at(0, r, 0.0) == pytest.approx(1e-4)
+    assert _lr_at(50, r, 0.0) == pytest.approx(1e-3)
+    assert _lr_at(50, r, 0.5) == pytest.approx(0.55e-3)
+    assert _lr_at(50, r, 1.0) == pytest.approx(1e-4)
+    assert _lr_at(50, Recipe(lr=1e-3, warmup=10), 0.9) == pytest.approx(1e-3)  # min_lr 1.0: constant

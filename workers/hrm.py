@@ -116,7 +116,7 @@ class HRM(nn.Module):
         q = self.q_head(zH[:, 0])  # (B, 2)
         return StepOut((zH.detach(), zL.detach()), logits, q[:, 0], {"q_continue": q[:, 1]})
 
-    def loss(self, out: StepOut, labels: Tensor, x: Tensor, steps: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, out: StepOut, labels: Tensor, x: Tensor, steps: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cells' cross-entropy plus the Q-learning halting loss. ``steps`` (B,) counts the
         supervision steps each row has done, this one included."""
         ce = cell_loss(out.logits, labels, self.cfg.loss)  # (B,)
@@ -130,7 +130,7 @@ class HRM(nn.Module):
         bce_h = F.binary_cross_entropy_with_logits(q_halt, correct)
         bce_c = F.binary_cross_entropy_with_logits(q_cont, target_cont)
         loss = ce.mean() + 0.5 * (bce_h + bce_c)
-        return loss, {"ce": ce.mean().item(), "halt_bce": bce_h.item(), "cont_bce": bce_c.item()}
+        return loss, {"ce": ce.mean().detach(), "halt_bce": bce_h.detach(), "cont_bce": bce_c.detach()}
 
     def confidence(self, out: StepOut) -> Tensor:
         return torch.sigmoid(out.halt)  # (B,)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, InputError
 
 from . import series
 from .base import Job
@@ -357,6 +357,9 @@ def train_command(args: argparse.Namespace) -> int:
         print("series.anomaly scores with the series.forecast CfC checkpoint (one-step residuals); "
               "train that one: tinyfleet train --skill series.forecast --model cfc", file=sys.stderr)
         return 2
+    given = [f"--{k.replace('_', '-')}" for k in ("set", "resume", "data_cache") if getattr(args, k, None)]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to trm/hrm training; {model} trains with its fixed recipe")
     set_torch_threads()
     minutes = float(getattr(args, "minutes", None) or 10.0)
     seed = int(getattr(args, "seed", None) or 0)

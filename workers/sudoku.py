@@ -23,6 +23,7 @@ __all__ = [
     "SudokuOutput",
     "Geometry",
     "geometry",
+    "box_shape",
     "check_solution",
     "count_solutions",
     "solve_exact",
@@ -55,6 +56,13 @@ class Geometry:
     @property
     def full(self) -> int:
         return ((1 << self.n) - 1) << 1  # bits 1..n
+
+
+def box_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) of one box of an n x n sudoku."""
+    if n not in _BOX:
+        raise InputError(f"sudoku size must be one of {SIZES}, got {n}x{n}")
+    return _BOX[n]
 
 
 @cache

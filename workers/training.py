@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
+import multiprocessing
 import os
 import platform
 import random
 import sys
 import time
-from dataclasses import dataclass
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -46,6 +50,7 @@ from .neural import (
     set_torch_threads,
     sudoku_tokens,
 )
+from .train_args import add_train_options
 from .trm import EMA, TRM, RecursiveModel, TRMConfig, run_recursive
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "SudokuData",
     "TaskData",
     "default_recipe",
+    "split_overrides",
     "eval_command",
     "evaluate",
     "task_data",
@@ -80,58 +86,139 @@ class TaskData(Protocol):
     classes: int
     seq_len: int
 
-    def sample(self, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def prepare(self, device: str, workers: int = 1, cache: Path | None = None) -> None: ...
+    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]: ...
     def items(self, n: int, split: str, seed: int) -> list[Any]: ...
     def encode(self, items: list[Any]) -> np.ndarray: ...
     def labels(self, items: list[Any]) -> np.ndarray: ...
     def correct(self, items: list[Any], pred: np.ndarray) -> list[bool]: ...
 
 
-def _rng(split: str, skill: str, size: int, seed: int) -> random.Random:
+def _rng(split: str, skill: str, size: int, seed: int | str) -> random.Random:
     return random.Random(f"{split}:{skill}:{size}:{seed}")
 
 
-class SudokuData:
-    """n x n sudoku: tokens are cell values (0 blank), labels digit - 1."""
+def _stable_seed(*parts: object) -> int:
+    """A seed from its parts that is the same in every process (``hash`` of a str is not)."""
+    return zlib.crc32(":".join(map(str, parts)).encode())
+
+
+POOL_CHUNK = 500  # items per generation chunk; chunk i is seeded by its index, so the pool is
+# the same however many processes build it
+
+
+def _sudoku_chunk(size: int, seed: int, chunk: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = _rng("train", "sudoku.solve", size, f"{seed}:{chunk}")
+    lo, hi = SUDOKU_GIVENS[size]
+    pairs = [sudoku.generate(size, rng, rng.randint(lo, hi)) for _ in range(count)]
+    return sudoku_tokens([p for p, _ in pairs]).astype(np.int8), sudoku_tokens([s for _, s in pairs]).astype(np.int8)
+
+
+def _maze_chunk(size: int, seed: int, chunk: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = _rng("train", "maze.route", size, f"{seed}:{chunk}")
+    grids = [MazeData.inner(maze.generate(size, rng)) for _ in range(count)]
+    return maze_tokens(grids).astype(np.int8), maze_labels(grids).astype(np.int8)
+
+
+def _build_pool(fn: Any, size: int, seed: int, n: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` items from ``fn`` in chunks of POOL_CHUNK, over ``workers`` processes."""
+    jobs = [(size, seed, i, min(POOL_CHUNK, n - i * POOL_CHUNK)) for i in range((n + POOL_CHUNK - 1) // POOL_CHUNK)]
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")  # no fork after CUDA or Ray threads started
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as ex:
+            parts = list(ex.map(fn, *zip(*jobs, strict=True)))
+    else:
+        parts = [fn(*job) for job in jobs]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([q for _, q in parts])
+
+
+class _PooledData:
+    """A pre-generated pool of (tokens, labels) held on the training device, sampled with
+    random validity-preserving transforms. ``prepare`` builds it (or loads it from a cache
+    directory: the pool is a pure function of skill, size, seed and count)."""
+
+    skill: str
+    size: int
+    _chunk: Any
+
+    def __init__(self, seed: int, pool: int) -> None:
+        self.seed, self._pool_n = seed, pool
+        self._pool: tuple[np.ndarray, np.ndarray] | None = None
+        self._dev: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._gen: torch.Generator | None = None
+
+    def pool(self, workers: int = 1, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, labels) as int8 arrays, (P, S) each."""
+        if self._pool is None:
+            path = cache / f"{self.skill}-{self.size}-seed{self.seed}-n{self._pool_n}.npz" if cache else None
+            if path is not None and path.exists():
+                with np.load(path) as f:
+                    self._pool = (f["tokens"], f["labels"])
+            else:
+                self._pool = _build_pool(type(self)._chunk, self.size, self.seed, self._pool_n, workers)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez_compressed(path, tokens=self._pool[0], labels=self._pool[1])
+        return self._pool
+
+    def prepare(self, device: str = "cpu", workers: int = 1, cache: Path | None = None) -> None:
+        tokens, labels = self.pool(workers, cache)
+        self._dev = (torch.from_numpy(tokens).long().to(device), torch.from_numpy(labels).long().to(device))
+        self._gen = torch.Generator(device=device).manual_seed(_stable_seed("train", self.skill, self.size, self.seed))
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        assert self._dev is not None and self._gen is not None
+        return torch.rand(shape, generator=self._gen, device=self._dev[0].device)
+
+    def _picked(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._dev is None:
+            self.prepare()
+        assert self._dev is not None
+        tokens, labels = self._dev
+        idx = (self._rand(k) * len(tokens)).long()  # (k,)
+        return tokens[idx], labels[idx]  # (k, S) each
+
+
+class SudokuData(_PooledData):
+    """n x n sudoku: tokens are cell values (0 blank), labels digit - 1. The pool is augmented
+    per sample by digit relabelling, band and row-in-band permutations, stack and
+    column-in-stack permutations and (square boxes) transposes."""
 
     skill = "sudoku.solve"
+    _chunk = staticmethod(_sudoku_chunk)
 
     def __init__(self, size: int, seed: int, pool: int = 0) -> None:
         if size not in sudoku.SIZES:
             raise InputError(f"sudoku size must be one of {sudoku.SIZES}, got {size}")
-        self.size, self.seed = size, seed
+        self.size = size
         self.vocab, self.classes, self.seq_len = size + 1, size, size * size
-        self._pool_n = pool or {4: 4000, 6: 20000, 9: 5000}[size]
-        self._pool: tuple[np.ndarray, np.ndarray] | None = None
-        self._rng = _rng("train", self.skill, size, seed)
-        self._np = np.random.default_rng(abs(hash(("train", size, seed))) % (2**32))
+        super().__init__(seed, pool or {4: 4000, 6: 20000, 9: 5000}[size])
 
-    def _gen(self, n: int, rng: random.Random, givens: tuple[int, int]) -> list[tuple[list[list[int]], list[list[int]]]]:
-        return [sudoku.generate(self.size, rng, rng.randint(*givens)) for _ in range(n)]
+    def _perm(self, k: int, groups: int, per: int) -> torch.Tensor:
+        """(k, groups * per) indices: groups shuffled, members shuffled within each group."""
+        order = self._rand(k, groups).argsort(1)  # (k, G)
+        inner = self._rand(k, groups, per).argsort(2)  # (k, G, per)
+        return (order[:, :, None] * per + inner).reshape(k, groups * per)
 
-    def pool(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._pool is None:
-            pairs = self._gen(self._pool_n, self._rng, SUDOKU_GIVENS[self.size])
-            self._pool = (sudoku_tokens([p for p, _ in pairs]), sudoku_tokens([s for _, s in pairs]))
-        return self._pool
-
-    def sample(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        puzzles, sols = self.pool()
-        idx = self._np.integers(0, len(puzzles), k)
+    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, labels), (k, n*n) each, on the prepared device."""
+        puzzles, sols = self._picked(k)  # (k, S): 0..n and 1..n
         n = self.size
-        xs, ys = np.empty((k, n * n), np.int64), np.empty((k, n * n), np.int64)
-        for row, i in enumerate(idx):
-            tf = sudoku.random_transform(n, self._rng)
-            cells = (np.asarray(tf.rows)[:, None] * n + np.asarray(tf.cols)[None, :])  # (n, n) source cells
-            if tf.transpose:
-                cells = cells.T
-            digits = np.asarray(tf.digits)
-            xs[row] = digits[puzzles[i][cells.ravel()]]
-            ys[row] = digits[sols[i][cells.ravel()]] - 1
+        br, bc = sudoku.box_shape(n)
+        digits = torch.cat([torch.zeros_like(puzzles[:, :1]), self._rand(k, n).argsort(1) + 1], 1)  # (k, n+1), 0 -> 0
+        rows, cols = self._perm(k, n // br, br), self._perm(k, n // bc, bc)  # (k, n) source row / column
+        cells = rows[:, :, None] * n + cols[:, None, :]  # (k, n, n) source cell of each target cell
+        if br == bc:
+            flip = (self._rand(k) < 0.5)[:, None, None]
+            cells = torch.where(flip, cells.transpose(1, 2), cells)
+        cells = cells.reshape(k, n * n)
+        xs = digits.gather(1, puzzles.gather(1, cells))
+        ys = digits.gather(1, sols.gather(1, cells)) - 1
         return xs, ys
 
     def items(self, n: int, split: str, seed: int) -> list[Any]:
-        return self._gen(n, _rng(split, self.skill, self.size, seed), EVAL_GIVENS[self.size])
+        rng = _rng(split, self.skill, self.size, seed)
+        return [sudoku.generate(self.size, rng, rng.randint(*EVAL_GIVENS[self.size])) for _ in range(n)]
 
     def encode(self, items: list[Any]) -> np.ndarray:
         return sudoku_tokens([p for p, _ in items])
@@ -149,52 +236,67 @@ class SudokuData:
         return ok
 
 
-class MazeData:
-    """size x size perfect mazes: tokens wall/open/S/G, labels 1 on the shortest path."""
+class MazeData(_PooledData):
+    """size x size perfect mazes: tokens wall/open/S/G, labels 1 on the shortest path. The
+    pool is augmented per sample by the 8 symmetries of the square (a perfect maze stays one,
+    and its shortest path maps onto the new one)."""
 
     skill = "maze.route"
+    _chunk = staticmethod(_maze_chunk)
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, pool: int = 0) -> None:
         if size < 5 or size % 2 == 0:
             raise InputError(f"maze size must be odd and at least 5 (perfect mazes need it), got {size}")
-        self.size, self.seed = size, seed
+        self.size = size
         self.vocab, self.classes, self.seq_len = 4, 2, maze_seq_len(size)
-        self._rng = _rng("train", self.skill, size, seed)
+        super().__init__(seed, pool or 20000)
+        side = size - 2
+        grid = torch.arange(side * side).view(side, side)
+        maps = []
+        for t in (False, True):
+            g = grid.T if t else grid
+            for r in range(4):
+                maps.append(torch.rot90(g, r).reshape(-1))
+        self._maps = torch.stack(maps)  # (8, S): source cell of each target cell
 
     @staticmethod
-    def _inner(grid: list[str]) -> list[str]:
+    def inner(grid: list[str]) -> list[str]:
         inner = crop_border(grid)
         assert inner is not None, "kit mazes of odd size have a wall border"
         return inner
 
-    def sample(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        grids = [self._inner(maze.generate(self.size, self._rng)) for _ in range(k)]
-        return maze_tokens(grids), maze_labels(grids)
+    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, labels), (k, (size-2)**2) each, on the prepared device."""
+        tokens, labels = self._picked(k)
+        if self._maps.device != tokens.device:
+            self._maps = self._maps.to(tokens.device)
+        maps = self._maps[(self._rand(k) * 8).long()]  # (k, S)
+        return tokens.gather(1, maps), labels.gather(1, maps)
 
     def items(self, n: int, split: str, seed: int) -> list[Any]:
         rng = _rng(split, self.skill, self.size, seed)
         return [maze.generate(self.size, rng) for _ in range(n)]
 
     def encode(self, items: list[Any]) -> np.ndarray:
-        return maze_tokens([self._inner(g) for g in items])
+        return maze_tokens([self.inner(g) for g in items])
 
     def labels(self, items: list[Any]) -> np.ndarray:
-        return maze_labels([self._inner(g) for g in items])
+        return maze_labels([self.inner(g) for g in items])
 
     def correct(self, items: list[Any], pred: np.ndarray) -> list[bool]:
         ok = []
         for grid, row in zip(items, pred, strict=True):
-            path = decode_maze(self._inner(grid), row)
+            path = decode_maze(self.inner(grid), row)
             full = [(r + 1, c + 1) for r, c in path] if path is not None else None
             ok.append(full is not None and maze.check_path(grid, full) is None)
         return ok
 
 
-def task_data(skill: str, size: int, seed: int) -> SudokuData | MazeData:
+def task_data(skill: str, size: int, seed: int, pool: int = 0) -> SudokuData | MazeData:
     if skill == "sudoku.solve":
-        return SudokuData(size, seed)
+        return SudokuData(size, seed, pool)
     if skill == "maze.route":
-        return MazeData(size, seed)
+        return MazeData(size, seed, pool)
     raise InputError(f"no trainable data for skill {skill!r}; choose one of {', '.join(SKILLS)}")
 
 
@@ -204,41 +306,70 @@ def task_data(skill: str, size: int, seed: int) -> SudokuData | MazeData:
 
 @dataclass
 class Recipe:
-    """Optimizer and schedule. The CPU recipe of DESIGN.md section 5."""
+    """Optimizer, schedule and data. The CPU recipe of DESIGN.md section 5; GPU runs take
+    bigger batches, bigger pools, bf16 autocast and a cosine decay over the run."""
 
     batch: int = 256
     lr: float = 1e-3
     warmup: int = 150
+    min_lr: float = 1.0  # share of lr reached at the deadline by cosine decay (1.0: constant)
     weight_decay: float = 0.1
     ema: float = 0.0  # 0 = off (short CPU runs: the EMA lags the raw weights)
     grad_clip: float = 1.0
     explore: float = 0.1  # share of rows given a random minimum halting depth
     eval_every_s: float = 90.0
     eval_n: int = 256
+    pool: int = 0  # pre-generated training items before augmentation (0: the kit's default)
+    amp: bool = False  # bf16 autocast for the forward pass (the GPU recipes turn it on)
 
 
-def default_recipe(skill: str, model: str, size: int) -> tuple[dict[str, Any], Recipe]:
-    """(model config overrides, recipe) that worked on a 2-core CPU for this task."""
+def default_recipe(skill: str, model: str, size: int, device: str = "cpu") -> tuple[dict[str, Any], Recipe]:
+    """(model config overrides, recipe) that worked for this task on this kind of device."""
+    gpu = device == "cuda"
     if skill == "sudoku.solve":
-        cfg: dict[str, Any] = {4: {"d": 64, "n": 3}, 6: {"d": 64, "n": 3}, 9: {"d": 96, "n": 3}}[size]
+        sudoku.box_shape(size)  # an InputError for a size the kit has no puzzles of
+        if gpu:
+            cfg: dict[str, Any] = {"d": {4: 64, 6: 96, 9: 128}[size], "n": 4 if size == 9 else 3}
+            recipe = Recipe(batch=768, warmup=300, min_lr=0.1, eval_n=512, amp=True,
+                            pool={4: 10000, 6: 40000, 9: 60000}[size])
+        else:
+            cfg = {"d": {4: 64, 6: 64, 9: 96}[size], "n": 3}
+            recipe = Recipe(batch=256 if size == 4 else 128)
         cfg.update(N_sup=8, T=2, mixer="mlp")
-        recipe = Recipe(batch=256 if size == 4 else 128)
     else:
-        cfg = {"d": 64, "n": 3, "T": 2, "N_sup": 8, "mixer": "mlp" if size <= 15 else "attn"}
-        recipe = Recipe(batch=128)
+        cfg = {"d": 128 if gpu else 64, "n": 3, "T": 2, "N_sup": 8, "mixer": "mlp" if size <= 15 else "attn"}
+        recipe = (Recipe(batch=768, warmup=300, min_lr=0.1, eval_n=512, amp=True, pool=300000 if size <= 11 else 150000)
+                  if gpu else Recipe(batch=128))
     if model == "hrm":
         n = cfg.pop("n")
         cfg.update(N=2, T=max(2, n // 2))
     return cfg, recipe
 
 
+def split_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["d=192", "lr=5e-4"]`` -> {"d": 192, "lr": 0.0005}: values parsed as JSON where they
+    parse, else kept as strings (``mixer=attn``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set takes KEY=VALUE (a model config or recipe field), got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
 def _make_model(model: str, data: TaskData, overrides: dict[str, Any]) -> TRM | HRM:
+    if model not in ("trm", "hrm"):
+        raise InputError(f"model must be 'trm' or 'hrm', got {model!r}")
     base = dict(vocab=data.vocab, classes=data.classes, seq_len=data.seq_len, **overrides)
-    if model == "trm":
-        return TRM(TRMConfig(**base))
-    if model == "hrm":
-        return HRM(HRMConfig(**base))
-    raise InputError(f"model must be 'trm' or 'hrm', got {model!r}")
+    known = set((TRMConfig if model == "trm" else HRMConfig).__dataclass_fields__)
+    if set(base) - known:
+        raise InputError(f"unknown {model} setting(s) {sorted(set(base) - known)}; model fields are "
+                         f"{sorted(known)}, recipe fields {sorted(f.name for f in fields(Recipe))}")
+    return TRM(TRMConfig(**base)) if model == "trm" else HRM(HRMConfig(**base))
 
 
 # --------------------------------------------------------------------------------------- #
@@ -304,40 +435,52 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _lr_at(step: int, recipe: Recipe) -> float:
-    return recipe.lr * min(1.0, (step + 1) / recipe.warmup)
+def _lr_at(step: int, recipe: Recipe, frac: float) -> float:
+    """Linear warm-up over ``recipe.warmup`` steps, then cosine from lr to lr * min_lr as
+    ``frac`` (the share of the run's wall time spent) goes from 0 to 1."""
+    warm = min(1.0, (step + 1) / recipe.warmup)
+    cos = 0.5 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0)))
+    return recipe.lr * warm * (recipe.min_lr + (1 - recipe.min_lr) * cos)
 
 
 class DeepSupervision:
     """One optimizer step per supervision step over a carried batch: rows keep their
     detached state between steps; a row that halts (head says so after its minimum depth,
-    or ``N_sup`` steps) is replaced by a fresh example with a fresh state."""
+    or ``N_sup`` steps) is replaced by a fresh example with a fresh state. Everything stays
+    on the device: no host sync per step (metrics come back as tensors)."""
 
     def __init__(self, model: TRM | HRM, data: TaskData, recipe: Recipe, seed: int, device: str) -> None:
         self.model, self.data, self.recipe, self.device = model, data, recipe, device
         self.opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.95), weight_decay=recipe.weight_decay)
         self.ema = EMA(model, recipe.ema) if recipe.ema > 0 else None
-        self.gen = torch.Generator().manual_seed(seed)
+        self.amp = recipe.amp
+        self.gen = torch.Generator(device=device).manual_seed(seed)
         B = recipe.batch
-        self.xs, self.ys = (torch.from_numpy(a).to(device) for a in data.sample(B))  # (B, S) each
+        self.xs, self.ys = data.sample(B)  # (B, S) each, on the device
         self.state: tuple[torch.Tensor, ...] = model.init_state(B)
         self.steps = torch.zeros(B, dtype=torch.long, device=device)  # supervision steps done per row
         self.min_halt = torch.ones(B, dtype=torch.long, device=device)
-        self.n = 0
+        self.n = 0  # optimizer steps taken
+        self.progress = 0.0  # share of the run's wall time spent: drives the lr decay
 
     def weights(self) -> dict[str, torch.Tensor]:
         return self.ema.state_dict(self.model) if self.ema else dict(self.model.state_dict())
 
-    def step(self) -> dict[str, float]:
-        """One supervision step and one optimizer step; returns loss, token and exact accuracy."""
-        model, recipe, N_sup = self.model, self.recipe, self.model.cfg.N_sup
+    def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
-            g["lr"] = _lr_at(self.n, recipe)
+            g["lr"] = lr
+
+    def step(self) -> dict[str, torch.Tensor]:
+        """One supervision step and one optimizer step; returns loss, token and exact
+        accuracy as 0-d tensors (read them with ``float``)."""
+        model, recipe, N_sup = self.model, self.recipe, self.model.cfg.N_sup
+        self.set_lr(_lr_at(self.n, recipe, self.progress))
         self.n += 1
-        x = model.embed(self.xs)  # (B, L, D), re-embedded: the embedding is trained too
-        o = model.step(x, self.state)
-        self.steps += 1
-        loss, _ = model.loss(o, self.ys, x, self.steps)
+        with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.amp):
+            x = model.embed(self.xs)  # (B, L, D), re-embedded: the embedding is trained too
+            o = model.step(x, self.state)
+            self.steps += 1
+            loss, _ = model.loss(o, self.ys, x, self.steps)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
@@ -348,24 +491,20 @@ class DeepSupervision:
             hit = o.logits.argmax(-1) == self.ys  # (B, S)
             halted = (self.steps >= N_sup) | (model.should_halt(o) & (self.steps >= self.min_halt))
             self._replace(halted, o.state)
-        return {"loss": loss.item(), "tok": hit.float().mean().item(), "exact": hit.all(-1).float().mean().item()}
+        return {"loss": loss.detach().float(), "tok": hit.float().mean(), "exact": hit.all(-1).float().mean()}
 
     def _replace(self, halted: torch.Tensor, state: tuple[torch.Tensor, ...]) -> None:
-        k = int(halted.sum())
-        self.state = state
-        if not k:
-            return
-        nx, ny = (torch.from_numpy(a).to(self.device) for a in self.data.sample(k))
-        self.xs, self.ys = self.xs.clone(), self.ys.clone()
-        self.xs[halted], self.ys[halted] = nx, ny
-        fresh = self.model.init_state(k)
-        self.state = tuple(s.clone() for s in state)
-        for s, f in zip(self.state, fresh, strict=True):
-            s[halted] = f
-        self.steps[halted] = 0
-        explore = torch.rand(k, generator=self.gen) < self.recipe.explore
-        mins = torch.randint(2, self.model.cfg.N_sup + 1, (k,), generator=self.gen)
-        self.min_halt[halted] = torch.where(explore, mins, torch.ones_like(mins)).to(self.device)
+        """Rows where ``halted`` (B,) start over on a fresh example, without a host sync."""
+        B = halted.numel()
+        nx, ny = self.data.sample(B)
+        rows = halted[:, None]  # (B, 1)
+        self.xs, self.ys = torch.where(rows, nx, self.xs), torch.where(rows, ny, self.ys)
+        fresh = self.model.init_state(B)
+        self.state = tuple(torch.where(rows[:, :, None], f, s.float()) for f, s in zip(fresh, state, strict=True))
+        self.steps = torch.where(halted, 0, self.steps)
+        explore = torch.rand(B, generator=self.gen, device=self.device) < self.recipe.explore
+        mins = torch.randint(2, self.model.cfg.N_sup + 1, (B,), generator=self.gen, device=self.device)
+        self.min_halt = torch.where(halted, torch.where(explore, mins, 1), self.min_halt)
 
 
 def train(
@@ -381,18 +520,32 @@ def train(
     overrides: dict[str, Any] | None = None,
     recipe: Recipe | None = None,
     final_eval_n: int = 500,
+    workers: int = 1,
+    data_cache: Path | str | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train for ``minutes`` of wall time and write the checkpoint and its model card.
-    Returns the model card."""
+    ``overrides`` sets model config or recipe fields by name; ``workers`` processes build the
+    data pool (cached under ``data_cache`` when given). Returns the model card."""
     if minutes <= 0:
         raise InputError(f"--minutes must be positive, got {minutes}")
     set_torch_threads()
     torch.manual_seed(seed)
-    device = _device()
-    data = task_data(skill, size, seed)
-    cfg_over, default = default_recipe(skill, model_kind, size)
-    cfg_over.update(overrides or {})
+    device = device or _device()
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg_over, default = default_recipe(skill, model_kind, size, device)
     recipe = recipe or default
+    recipe_fields = {f.name for f in fields(Recipe)}
+    for key, value in (overrides or {}).items():
+        if key in recipe_fields:
+            setattr(recipe, key, type(getattr(recipe, key))(value))
+        else:
+            cfg_over[key] = value
+    data = task_data(skill, size, seed, recipe.pool)
+    t_data = time.perf_counter()
+    data.prepare(device, workers, Path(data_cache) if data_cache else None)  # before CUDA work: pool workers spawn
     prior: dict[str, Any] = {}
     if resume:
         model, prior = load_checkpoint(resume, device)
@@ -402,9 +555,6 @@ def train(
     else:
         model = _make_model(model_kind, data, cfg_over).to(device)
     cfg = model.cfg
-    t_data = time.perf_counter()
-    if isinstance(data, SudokuData):
-        data.pool()
     print(f"[train] {skill} {model_kind} {size}: {sum(p.numel() for p in model.parameters())} params, "
           f"device {device}, data ready in {time.perf_counter() - t_data:.1f}s", file=log, flush=True)
 
@@ -415,21 +565,23 @@ def train(
     t0 = time.perf_counter()
     deadline = t0 + minutes * 60
     last_log = last_eval = t0
-    run = {"loss": 0.0, "tok": 0.0, "exact": 0.0, "k": 0}
+    zero = torch.zeros((), device=device)
+    run = {"loss": zero, "tok": zero, "exact": zero}
+    k = 0
     history: list[dict[str, Any]] = list(prior.get("history", []))
     ckpt = checkpoint_path(skill, model_kind, size, out)
     while time.perf_counter() < deadline:
+        trainer.progress = (time.perf_counter() - t0) / (deadline - t0)
         m = trainer.step()
         step += 1
-        for key in ("loss", "tok", "exact"):
-            run[key] += m[key]
-        run["k"] += 1
+        run = {key: run[key] + m[key] for key in run}
+        k += 1
         now = time.perf_counter()
         if now - last_log >= 10 or now >= deadline:
-            kk = max(run["k"], 1)
-            print(f"[train] step {step} {now - t0:6.0f}s loss {run['loss'] / kk:.4f} "
-                  f"token acc {run['tok'] / kk:.4f} exact acc {run['exact'] / kk:.4f}", file=log, flush=True)
-            run = {"loss": 0.0, "tok": 0.0, "exact": 0.0, "k": 0}
+            print(f"[train] step {step} {now - t0:6.0f}s loss {float(run['loss']) / k:.4f} "
+                  f"token acc {float(run['tok']) / k:.4f} exact acc {float(run['exact']) / k:.4f} "
+                  f"({k / (now - last_log):.1f} steps/s)", file=log, flush=True)
+            run, k = {key: zero for key in run}, 0
             last_log = now
         if now - last_eval >= recipe.eval_every_s and now < deadline:
             model.eval()
@@ -464,7 +616,11 @@ def _card(
         "model": model_kind,
         "size": size,
         "config": cfg.to_dict(),
-        "recipe": vars(recipe) | {"data": "generated on the fly by the task kit, augmented", "split_seed": f"train:{skill}:{size}:{seed}"},
+        "recipe": vars(recipe) | {
+            "data": "a pool generated by the task kit (chunk i seeded train:SKILL:SIZE:SEED:i), "
+                    "augmented per sample by validity-preserving transforms",
+            "split_seed": f"train:{skill}:{size}:{seed}",
+        },
         "seed": seed,
         "steps": steps,
         "wall_s": round(wall, 1),
@@ -493,9 +649,14 @@ def train_command(args: argparse.Namespace) -> int:
     """``tinyfleet train``: returns the exit status."""
     _check_args(args)
     size = args.size or (6 if args.skill == "sudoku.solve" else 11)
+    workers = int(getattr(args, "workers", None) or 1)
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
     card = train(args.skill, args.model, size, float(args.minutes), int(args.seed),
                  getattr(args, "out", None) or CHECKPOINT_DIR, getattr(args, "resume", None),
-                 final_eval_n=int(getattr(args, "eval_n", None) or 500))
+                 final_eval_n=int(getattr(args, "eval_n", None) or 500),
+                 overrides=split_overrides(getattr(args, "set", None)), workers=workers,
+                 data_cache=getattr(args, "data_cache", None))
     print(json.dumps({"checkpoint": str(checkpoint_path(args.skill, args.model, size, getattr(args, "out", None) or CHECKPOINT_DIR)),
                       "steps": card["steps"], "wall_s": card["wall_s"], "eval": card["eval"]}))
     return 0
@@ -546,9 +707,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--out", default=str(CHECKPOINT_DIR))
         if name == "train":
-            s.add_argument("--minutes", type=float, default=5.0)
-            s.add_argument("--resume", default=None)
+            add_train_options(s)
         else:
+            s.add_argument("--checkpoint", default=None)
             s.add_argument("--n", type=int, default=1000)
             s.add_argument("--json", action="store_true")
             s.add_argument("--no-halt", dest="halt", action="store_false")
@@ -559,3 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     """``train ...`` / ``eval ...`` without the CLI (same arguments as ``tinyfleet``)."""
     ns = _parser().parse_args(argv)
     return train_command(ns) if ns.cmd == "train" else eval_command(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

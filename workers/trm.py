@@ -177,7 +177,7 @@ class RecursiveModel(Protocol):
     def embed(self, tokens: Tensor) -> Tensor: ...
     def init_state(self, batch: int) -> tuple[Tensor, ...]: ...
     def step(self, x: Tensor, state: tuple[Tensor, ...]) -> StepOut: ...
-    def loss(self, out: StepOut, labels: Tensor, x: Tensor, steps: Tensor) -> tuple[Tensor, dict[str, float]]: ...
+    def loss(self, out: StepOut, labels: Tensor, x: Tensor, steps: Tensor) -> tuple[Tensor, dict[str, Tensor]]: ...
     def should_halt(self, out: StepOut) -> Tensor: ...
     def confidence(self, out: StepOut) -> Tensor: ...
 
@@ -260,12 +260,12 @@ class TRM(nn.Module):
         halt = self.halt_head(y[:, 0]).squeeze(-1)  # (B,)
         return StepOut((y.detach(), z.detach()), logits, halt)
 
-    def loss(self, out: StepOut, labels: Tensor, x: Tensor, steps: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, out: StepOut, labels: Tensor, x: Tensor, steps: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cells' cross-entropy plus BCE of the halting head against "whole answer correct"."""
         ce = cell_loss(out.logits, labels, self.cfg.loss)  # (B,)
         correct = (out.logits.argmax(-1) == labels).all(-1).float()  # (B,)
         bce = F.binary_cross_entropy_with_logits(out.halt, correct)
-        return ce.mean() + 0.5 * bce, {"ce": ce.mean().item(), "halt_bce": bce.item()}
+        return ce.mean() + 0.5 * bce, {"ce": ce.mean().detach(), "halt_bce": bce.detach()}
 
     def confidence(self, out: StepOut) -> Tensor:
         """P(whole answer correct) by the halting head: (B,)."""
