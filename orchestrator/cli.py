@@ -73,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skill", required=True)
     t.add_argument("--model", required=True, choices=["trm", "hrm", "cfc", "ltc"])
     t.add_argument("--size", type=int, default=None)
-    t.add_argument("--minutes", type=float, default=5.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None)
     from workers.train_args import add_train_options
