@@ -9,10 +9,12 @@ import pytest
 import torch
 
 import orchestrator  # noqa: F401  (import orchestrator before workers: they import each other)
-from workers import sudoku
+from orchestrator import Fleet, Policy, Task
+from workers import maze, sudoku
 from workers.base import Job
+from workers.builtin import default_registry
 from workers.hrm import HRM, HRMConfig
-from workers.neural import HRMSudokuWorker, available_sizes
+from workers.neural import HRMMazeWorker, HRMSudokuWorker, available_sizes, served_sizes
 from workers.trm import run_recursive
 
 torch.set_num_threads(1)
@@ -73,3 +75,54 @@ def test_bundled_hrm_sudoku_checkpoint_solves_fresh_puzzles() -> None:
     ok = sum(a.output is not None and sudoku.check_solution(p, a.output["solution"]) is None for (p, _), a in zip(items, attempts))
     assert ok >= 0.3 * len(items)
     assert all(a.worker == "sudoku.hrm" and a.cost.recursion_steps >= 1 for a in attempts)
+
+
+@pytest.mark.parametrize("discount", [1.0, 0.9])
+def test_continue_is_trained_toward_the_discounted_best_next_q(discount: float) -> None:
+    m = tiny(discount=discount)
+    with torch.no_grad():  # Q values that do not depend on the state: halt 2.0, continue 3.0
+        m.q_head.weight.zero_()
+        m.q_head.bias.copy_(torch.tensor([2.0, 3.0]))
+    x = m.embed(torch.randint(0, 5, (4, 16)))
+    out = m.step(x, m.init_state(4))
+    _, parts = m.loss(out, torch.randint(0, 4, (4, 16)), x, torch.ones(4, dtype=torch.long))
+    target = discount * torch.sigmoid(torch.tensor(3.0))  # not the last step: max(next halt, next continue)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(3.0), target)
+    assert float(parts["cont_bce"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_bundled_hrm_maze_checkpoint_solves_fresh_mazes() -> None:
+    sizes = available_sizes("maze.route", "hrm")
+    if not sizes:
+        pytest.skip("no bundled HRM maze checkpoint")
+    w = HRMMazeWorker()
+    w.setup("cpu")
+    n = sizes[0]
+    rng = random.Random(f"tests:hrm:maze:{n}")
+    grids = [maze.generate(n, rng) for _ in range(40)]
+    attempts = w.solve_batch([Job(maze.MazeInput(grid=g), particle=k % 8) for k, g in enumerate(grids)])
+    ok = sum(a.output is not None and maze.check_path(g, [tuple(c) for c in a.output["path"]]) is None for g, a in zip(grids, attempts))
+    assert ok >= 0.8 * len(grids)
+    assert all(a.worker == "maze.hrm" and a.confidence is not None for a in attempts)
+
+
+async def test_hrm_tier_follows_trm_for_the_sizes_it_serves() -> None:
+    served = served_sizes("sudoku.solve", "hrm")
+    if not served or not served_sizes("sudoku.solve", "trm"):
+        pytest.skip("needs bundled TRM and HRM sudoku checkpoints")
+    skill = default_registry().get("sudoku.solve")
+    assert skill.tier_names()[:3] == ["trm", "hrm", "propagate"]
+    hrm = skill.ladder[1]
+    n = served[0]
+    other = next(k for k in sudoku.SIZES if k not in served)
+    rng = random.Random("tests:hrm:tier")
+    assert hrm.accepts is not None
+    assert hrm.accepts(sudoku.SudokuInput(puzzle=sudoku.generate(n, rng)[0]))
+    assert not hrm.accepts(sudoku.SudokuInput(puzzle=sudoku.generate(other, rng)[0]))  # skips, not an escalation
+    items = [{"puzzle": sudoku.generate(n, rng)[0]} for _ in range(12)]
+    policy = Policy(ladders={"sudoku.solve": ["hrm", "propagate"]})
+    async with Fleet(executor="local", policy=policy) as fleet:
+        report = await fleet.run(Task(skill="sudoku.solve", inputs={"items": items}))
+    assert report.totals.verified == 12
+    assert report.totals.per_tier.get("hrm", 0) >= 6
+    assert all(s.tiers_tried[0] == "hrm" for s in report.steps)

@@ -1,4 +1,4 @@
-"""The process side of the code sandbox (see ``workers/sandbox.py`` and ``docs/sandbox.md``).
+"""The process side of the code sandbox (see ``workers/sandbox.py`` and the README, section "Verifiers and the code sandbox").
 
 Run as ``python -I -S -B _sandbox_child.py`` by :func:`workers.sandbox.run_tests` with a JSON
 config on stdin; stdlib only, because ``-S`` keeps site-packages off ``sys.path``.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
 from . import maze, sudoku
-from .base import PoolOptions, Skill, Tier
+from .base import PoolOptions, Skill, Tier, Worker
 from .code import code_skill
 from .liquid import series_skills
 from .classic import (
@@ -19,7 +21,7 @@ from .classic import (
     SudokuExactSolver,
     SudokuPropagationWorker,
 )
-from .neural import TRMMazeWorker, TRMSudokuWorker, served_sizes
+from .neural import HRMMazeWorker, HRMSudokuWorker, TRMMazeWorker, TRMSudokuWorker, served_sizes
 from .registry import SkillRegistry
 from .verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
 
@@ -33,30 +35,30 @@ _TOOL_POOL = PoolOptions(inline=True, max_batch=256, max_wait_ms=0.0)
 _TORCH_POOL = PoolOptions(replicas=1, num_cpus=1.0, max_batch=256, max_wait_ms=5.0)
 
 
-def _trm_sudoku_tier() -> list[Tier]:
-    """The TRM tier, taking only the sizes a served checkpoint covers (others skip it)."""
-    sizes = frozenset(served_sizes("sudoku.solve", "trm"))
-    if not sizes:
-        return []
+def _tiny_tiers(skill: str, workers: dict[str, type[Worker]], fits: Callable[[BaseModel, frozenset[int]], bool]) -> list[Tier]:
+    """The tiny-model tiers of a skill: TRM first, then HRM, each taking only the sizes one of
+    its served checkpoints covers (``fits``), so other inputs skip it without counting as an
+    escalation. Where both serve a size, HRM gets the items whose TRM answer failed
+    verification: a second model family with its own errors, before the heuristic tier."""
+    tiers = []
+    for model, worker in workers.items():
+        sizes = frozenset(served_sizes(skill, model))
+        if sizes:
+            tiers.append(Tier(model, worker, "tiny", _TORCH_POOL, functools.partial(_fits_any, fits=fits, sizes=sizes)))
+    return tiers
 
-    def accepts(inp: BaseModel) -> bool:
-        return isinstance(inp, sudoku.SudokuInput) and len(inp.puzzle) in sizes
 
-    return [Tier("trm", TRMSudokuWorker, "tiny", _TORCH_POOL, accepts)]
+def _fits_any(inp: BaseModel, *, fits: Callable[[BaseModel, frozenset[int]], bool], sizes: frozenset[int]) -> bool:
+    return fits(inp, sizes)
 
 
-def _trm_maze_tier() -> list[Tier]:
-    """The TRM tier for square mazes of a served checkpoint's side (others skip it)."""
-    sizes = frozenset(served_sizes("maze.route", "trm"))
-    if not sizes:
-        return []
+def _sudoku_fits(inp: BaseModel, sizes: frozenset[int]) -> bool:
+    return isinstance(inp, sudoku.SudokuInput) and len(inp.puzzle) in sizes
 
-    def accepts(inp: BaseModel) -> bool:
-        if not isinstance(inp, maze.MazeInput):
-            return False
-        return len(inp.grid) == len(inp.grid[0]) and len(inp.grid) in sizes
 
-    return [Tier("trm", TRMMazeWorker, "tiny", _TORCH_POOL, accepts)]
+def _maze_fits(inp: BaseModel, sizes: frozenset[int]) -> bool:
+    """Square mazes of a served checkpoint's side."""
+    return isinstance(inp, maze.MazeInput) and len(inp.grid) == len(inp.grid[0]) and len(inp.grid) in sizes
 
 
 def _sudoku_precheck(inp: BaseModel) -> None:
@@ -84,7 +86,7 @@ def sudoku_skill() -> Skill:
         input_model=sudoku.SudokuInput,
         output_model=sudoku.SudokuOutput,
         ladder=[
-            *_trm_sudoku_tier(),
+            *_tiny_tiers("sudoku.solve", {"trm": TRMSudokuWorker, "hrm": HRMSudokuWorker}, _sudoku_fits),
             Tier("propagate", SudokuPropagationWorker, "heuristic", _HEURISTIC_POOL),
         ],
         fallback=Tier("exact", SudokuExactSolver, "exact", _EXACT_POOL),
@@ -101,7 +103,7 @@ def maze_skill() -> Skill:
         input_model=maze.MazeInput,
         output_model=maze.MazeOutput,
         ladder=[
-            *_trm_maze_tier(),
+            *_tiny_tiers("maze.route", {"trm": TRMMazeWorker, "hrm": HRMMazeWorker}, _maze_fits),
             Tier("greedy", MazeGreedyWorker, "heuristic", _HEURISTIC_POOL),
         ],
         fallback=Tier("bfs", MazeBFSSolver, "exact", _EXACT_POOL),

@@ -11,8 +11,12 @@ Everything but the very last L and H update runs without gradient (the *one-step
 approximation*: backprop through the final update only, treating the rest as a fixed point).
 The answer is read from ``zH``; a Q head on the first position gives ``(q_halt, q_continue)``,
 trained by Q-learning: ``q_halt`` against "whole answer correct", ``q_continue`` against the
-sigmoid of the next step's best Q value (bootstrapped with one extra forward step). A row halts
-when ``q_halt > q_continue``; its confidence is ``sigmoid(q_halt)``.
+sigmoid of the next step's best Q value (bootstrapped with one extra forward step) times a
+discount. A row halts when ``q_halt > q_continue``; its confidence is ``sigmoid(q_halt)``.
+
+The discount (``discount`` < 1) is what makes halting pay: undiscounted, a row whose answer is
+already right values "continue" as much as "halt" (the next step is right too), the two heads
+agree, and rows run to ``N_sup``. With it, a right answer now beats a right answer later.
 
 Shapes: B batch, P prefix tokens, S cells, L = P + S, D width, C classes.
 """
@@ -51,6 +55,7 @@ class HRMConfig:
     seq_expansion: float = 2.0
     prefix: int = 1
     loss: LossKind = "softmax"
+    discount: float = 0.9  # Q-learning discount for "continue" (1.0: the undiscounted target)
     kind: str = field(default="hrm")
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +131,7 @@ class HRM(nn.Module):
             nxt = self.step(x.detach(), out.state)
             nh, nc = nxt.halt, nxt.extra["q_continue"]
             last = steps >= self.cfg.N_sup
-            target_cont = torch.sigmoid(torch.where(last, nh, torch.maximum(nh, nc)))
+            target_cont = self.cfg.discount * torch.sigmoid(torch.where(last, nh, torch.maximum(nh, nc)))
         bce_h = F.binary_cross_entropy_with_logits(q_halt, correct)
         bce_c = F.binary_cross_entropy_with_logits(q_cont, target_cont)
         loss = ce.mean() + 0.5 * (bce_h + bce_c)

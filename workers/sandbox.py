@@ -12,7 +12,7 @@ HMAC made with a per-run key that only the harness holds. A run passes only when
 reported every expected test as passed *and* reported completion, so ``sys.exit(0)``,
 ``os._exit(0)``, printing "OK" or writing guessed lines to the pipe all fail.
 
-What this guards against, and what it does not, is written down in ``docs/sandbox.md``.
+What this guards against, and what it does not, is written down in the README, section "Verifiers and the code sandbox".
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 class SandboxLimits:
     """Limits of one sandboxed run. ``processes`` (RLIMIT_NPROC) bites only inside an
     unprivileged user namespace: the kernel exempts uid 0, so as root the audit hook is what
-    stops a fork bomb (see docs/sandbox.md)."""
+    stops a fork bomb (see the README on the sandbox)."""
 
     wall_s: float = 10.0
     cpu_s: int = 5
