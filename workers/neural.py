@@ -135,7 +135,7 @@ def load_checkpoint(path: Path | str, device: str = "cpu") -> tuple[TRM | HRM, d
     Raises ConfigError naming the file when it is missing, unreadable or of the wrong shape."""
     path = Path(path)
     card_path = path.with_suffix(".json")
-    fix = f"re-train it with `tinyfleet train` (README: "Tiny recursive models") or delete {path.name} and its .json"
+    fix = f"re-train it with `tinyfleet train` (README, section Tiny recursive models) or delete {path.name} and its .json"
     if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist; train one with `tinyfleet train`")
     if not card_path.exists():
