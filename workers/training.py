@@ -1,9 +1,11 @@
 """Training and evaluation of the tiny recursive models (TRM, HRM) on the task kits.
 
-Data is generated on the fly by the kits (sudoku: a pre-generated pool of unique puzzles,
-augmented by digit relabelling, row/column permutations and transposes; mazes: fresh perfect
-mazes). Seeds are namespaced by split, so the training stream (``train:``), the periodic
-held-out check (``valid:``) and ``tinyfleet eval`` (``eval:``) never share a puzzle seed.
+Data comes from the kits: a pool of generated items (unique-solution sudoku, perfect mazes),
+built in seeded chunks over any number of processes and optionally cached on disk, then
+augmented per sample on the training device (sudoku: digit relabelling, row/column
+permutations within bands and stacks, transposes; mazes: the 8 symmetries of the square).
+Seeds are namespaced by split, so the training pool (``train:``), the periodic held-out check
+(``valid:``) and ``tinyfleet eval`` (``eval:``) never share a puzzle seed.
 
 Deep supervision with a carried batch: every row keeps its (detached) state between
 optimizer steps; a row that halts (its head says so, or after ``N_sup`` steps) is replaced by
