@@ -84,7 +84,9 @@ def test_batching_tiny(ray_session: None) -> None:
         pools = {r["pool"]: r for r in res["rows"]}
         assert set(pools) == {"model alone, batch 1", "model alone, batch 256", "max_batch 1", "max_batch 256 (dynamic)"}
         assert pools["max_batch 1"]["mean batch"] == 1.0
-        assert pools["max_batch 256 (dynamic)"]["exact %"] >= 90  # the bundled checkpoint answers through the pool
+        # the bundled checkpoint answers through the pool, batched as well as one at a time (one item's leeway)
+        one, batched = pools["max_batch 1"]["exact %"], pools["max_batch 256 (dynamic)"]["exact %"]
+        assert batched > 0 and abs(batched - one) <= 100 / 24 + 1e-9
 
 
 def test_dag_tiny() -> None:
