@@ -31,6 +31,7 @@ from .errors import ConfigError, TinyfleetError
 from .escalation import Policy
 from .executor import Executor, LocalExecutor
 from .journal import Journal
+from .ledger import DriverClock, PriceTable
 from .models import Budget, Cost, Event, Plan, RunReport, StepResult, Task
 from .plan_check import validate_plan
 from .run import PlanRun
@@ -47,6 +48,8 @@ class Fleet:
     ``"local"`` (in-process). ``address``: a Ray address to attach to (``"auto"`` or
     ``ray://...``); None starts a local Ray sized to the machine unless ``RAY_ADDRESS`` is
     set. ``hooks`` are called with every Event of every run (tracing, logging).
+    ``prices``: the price table for the report's CPU dollars (its ``cpu_core_hour_usd``);
+    default: the planner's price table if it has one, else the defaults.
     """
 
     def __init__(
@@ -60,8 +63,11 @@ class Fleet:
         journal_dir: str | Path | None = None,
         hooks: Iterable[Hook] = (),
         address: str | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.planner: Planner = planner or RulePlanner()
+        planner_prices = getattr(self.planner, "prices", None)
+        self.prices: PriceTable = prices or (planner_prices if isinstance(planner_prices, PriceTable) else PriceTable())
         self.registry = registry or default_registry()
         self.policy = policy or Policy()
         self.budget = budget
@@ -126,6 +132,7 @@ class Fleet:
         recorded, re-running nothing that was already settled. ``policy`` and ``budget``
         override the fleet's for this run. Bad input raises InputError or PlanError."""
         started = time.monotonic()
+        clock = DriverClock()  # this coroutine runs on the event loop's thread: the driver
         resumed: dict[str, StepResult] = {}
         jr: Journal | None = None
         planner_cost = Cost()
@@ -171,6 +178,7 @@ class Fleet:
             resumed=resumed,
             emit=emit,
             planner_cost=planner_cost,
+            clock=clock,
         )
         emit(Event(kind="plan_ready", run_id=task.id, data={"steps": len(plan.steps), "resumed": len(resumed), "planner": self.planner.name}))
         status = "interrupted"
@@ -227,6 +235,7 @@ class Fleet:
             emit=emit,
             planner_cost=run.planner_cost + planned.cost,
             kept={sid: r for sid, r in kept.items() if not r.resumed},
+            clock=run.clock,
         )
 
     async def run_plan(self, plan: Plan, task: Task | None = None, **kw: Any) -> RunReport:

@@ -1,14 +1,22 @@
-"""Cost accounting: a price table for LLM calls and the run totals (cost per thought)."""
+"""Cost accounting: a price table for LLM calls and CPU time, the driver's CPU clock, and
+the run totals (cost per thought)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .models import Cost, StepResult, Totals
 
-__all__ = ["Price", "PriceTable", "totals"]
+__all__ = ["Price", "PriceTable", "DriverClock", "totals", "CPU_CORE_HOUR_USD"]
+
+CPU_CORE_HOUR_USD = 0.0446
+"""Default price of one CPU core for an hour: AWS EC2 on-demand c7i.large (2 vCPUs) in
+us-east-1 lists at $0.08925/hour, so $0.0446 per vCPU-hour. Set your own with
+``PriceTable(cpu_core_hour_usd=...)``."""
 
 
 class Price(BaseModel):
@@ -24,18 +32,46 @@ class Price(BaseModel):
 
 
 class PriceTable(BaseModel):
-    """Prices by model name; ``default`` for models not listed."""
+    """Prices by model name; ``default`` for models not listed; ``cpu_core_hour_usd`` for
+    every second of worker, verifier and driver time (see :data:`CPU_CORE_HOUR_USD`)."""
 
     model_config = ConfigDict(extra="forbid")
     models: dict[str, Price] = Field(default_factory=dict)
     default: Price = Field(default_factory=Price)
+    cpu_core_hour_usd: float = Field(default=CPU_CORE_HOUR_USD, ge=0)
 
     def price(self, model: str) -> Price:
         return self.models.get(model, self.default)
 
 
-def totals(results: list[StepResult], planner_cost: Cost, wall_s: float, planner_calls: int) -> Totals:
-    """Add up a run: per-status counts, steps settled per tier, tokens, dollars, seconds."""
+@dataclass
+class DriverClock:
+    """CPU time of the driver's event-loop thread during one run (``time.thread_time``, so
+    waiting on workers, Ray or an LLM's reply is not counted, and neither are worker
+    threads of a local executor). Start it in the thread that runs the event loop.
+    Verification run inline on that thread is added to ``inline_verify_s`` and subtracted,
+    since it is counted as verifier seconds."""
+
+    started: float = field(default_factory=time.thread_time)
+    inline_verify_s: float = 0.0
+
+    def driver_seconds(self) -> float:
+        return max(0.0, time.thread_time() - self.started - self.inline_verify_s)
+
+
+def totals(
+    results: list[StepResult],
+    planner_cost: Cost,
+    wall_s: float,
+    planner_calls: int,
+    *,
+    driver_s: float = 0.0,
+    prices: PriceTable | None = None,
+) -> Totals:
+    """Add up a run: per-status counts, steps settled per tier, tokens, dollars, seconds.
+
+    ``driver_s`` is the driver's CPU seconds (a :class:`DriverClock`'s reading); CPU seconds
+    of workers, verifiers and the driver are priced at ``prices.cpu_core_hour_usd``."""
     per_tier = Counter(r.tier for r in results if r.settled and r.tier)
     step_cost = Cost()
     for r in results:
@@ -43,6 +79,9 @@ def totals(results: list[StepResult], planner_cost: Cost, wall_s: float, planner
             step_cost = step_cost + r.cost
     all_cost = step_cost + planner_cost
     n = len(results)
+    cpu_s = step_cost.worker_s + step_cost.verifier_s + driver_s
+    cpu_usd = cpu_s / 3600.0 * (prices or PriceTable()).cpu_core_hour_usd
+    total_usd = all_cost.cost_usd + cpu_usd
     return Totals(
         steps=n,
         verified=sum(r.status == "verified" for r in results),
@@ -58,9 +97,14 @@ def totals(results: list[StepResult], planner_cost: Cost, wall_s: float, planner
         tokens_out=all_cost.tokens_out,
         cost_usd=round(all_cost.cost_usd, 8),
         worker_seconds=round(step_cost.worker_s, 6),
+        verifier_seconds=round(step_cost.verifier_s, 6),
+        driver_seconds=round(driver_s, 6),
+        cpu_seconds=round(cpu_s, 6),
+        cpu_cost_usd=round(cpu_usd, 10),
+        total_cost_usd=round(total_usd, 10),
         particles=step_cost.particles,
         resends=sum(r.resends for r in results),
         wall_s=round(wall_s, 4),
-        cost_per_step_usd=round(all_cost.cost_usd / n, 8) if n else 0.0,
+        cost_per_step_usd=round(total_usd / n, 10) if n else 0.0,
         worker_seconds_per_step=round(step_cost.worker_s / n, 6) if n else 0.0,
     )

@@ -145,12 +145,15 @@ class Plan(_Strict):
 
 
 class Cost(_Strict):
-    """What something cost: tokens and dollars of LLM calls, seconds of workers."""
+    """What something cost: tokens and dollars of LLM calls, seconds of workers, seconds of
+    verification (``verifier_s``: every verifier call on this thing's answers, inline in
+    the driver, in a thread or on a verifier pool)."""
 
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
     worker_s: float = 0.0
+    verifier_s: float = 0.0
     particles: int = 0
     recursion_steps: int = 0
     large_calls: int = 0
@@ -161,6 +164,7 @@ class Cost(_Strict):
             tokens_out=self.tokens_out + other.tokens_out,
             cost_usd=self.cost_usd + other.cost_usd,
             worker_s=self.worker_s + other.worker_s,
+            verifier_s=self.verifier_s + other.verifier_s,
             particles=self.particles + other.particles,
             recursion_steps=self.recursion_steps + other.recursion_steps,
             large_calls=self.large_calls + other.large_calls,
@@ -222,7 +226,30 @@ class StepResult(_Strict):
 
 
 class Totals(_Strict):
-    """Run totals; ``per_tier`` counts steps settled at each tier."""
+    """Run totals; ``per_tier`` counts steps settled at each tier.
+
+    Seconds, three kinds that never overlap, so their sum (``cpu_seconds``) is the run's
+    compute:
+
+    - ``worker_seconds``: time workers spent answering this run's jobs (each batch's
+      wall time inside the worker process, spread over its items), backtest jobs included.
+    - ``verifier_seconds``: every verification of this run's answers, wherever it ran:
+      inline in the driver (CPU time of the driver thread), a blocking verifier in a
+      thread (wall time in that thread, which covers its subprocesses), or a verifier pool
+      (wall time inside the verifier worker).
+    - ``driver_seconds``: CPU time (``time.thread_time``) of the driver's event-loop thread
+      from the start of ``Fleet.run`` to the report's totals: planning, validation,
+      scheduling, batching, serialising jobs, ledger and report building. Waiting (on
+      workers, on an LLM's HTTP reply, on Ray) uses no CPU of that thread and is not
+      counted; inline verification is subtracted (it is in ``verifier_seconds``). Runs
+      that share one event loop at the same time each count that loop's CPU for their
+      whole duration, so there it is an upper bound per run.
+
+    Dollars: ``cost_usd`` is what LLM calls cost (tokens and per-call prices: planner and
+    large model); ``cpu_cost_usd`` prices ``cpu_seconds`` at the price table's CPU
+    core-hour; ``total_cost_usd`` is both, and ``cost_per_step_usd`` is that per step
+    (the cost per thought).
+    """
 
     steps: int = 0
     verified: int = 0
@@ -238,6 +265,11 @@ class Totals(_Strict):
     tokens_out: int = 0
     cost_usd: float = 0.0
     worker_seconds: float = 0.0
+    verifier_seconds: float = 0.0
+    driver_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    cpu_cost_usd: float = 0.0
+    total_cost_usd: float = 0.0
     particles: int = 0
     resends: int = 0
     wall_s: float = 0.0

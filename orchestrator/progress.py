@@ -86,8 +86,10 @@ def summary(report: RunReport) -> str:
         f"escalated: {t.escalated}  settled per tier: "
         + (", ".join(f"{k} {v}" for k, v in t.per_tier.items()) or "-"),
         f"cost per thought: large-model calls {t.large_model_calls}, planner calls {t.planner_calls}, "
-        f"tokens {t.tokens_in}+{t.tokens_out}, ${t.cost_usd:.4f} (${t.cost_per_step_usd:.6f}/step), "
-        f"worker {t.worker_seconds:.3f} s ({t.worker_seconds_per_step * 1000:.2f} ms/step), particles {t.particles}"
+        f"tokens {t.tokens_in}+{t.tokens_out}, LLM ${t.cost_usd:.4f} + CPU ${t.cpu_cost_usd:.6f} "
+        f"= ${t.total_cost_usd:.4f} (${t.cost_per_step_usd:.6f}/step)",
+        f"cpu: worker {t.worker_seconds:.3f} s + verifier {t.verifier_seconds:.3f} s + driver {t.driver_seconds:.3f} s "
+        f"= {t.cpu_seconds:.3f} s ({t.worker_seconds_per_step * 1000:.2f} ms worker/step), particles {t.particles}"
         + (f", re-sends {t.resends}" if t.resends else ""),
         f"wall: {t.wall_s:.2f} s  planner: {report.planner}  executor: {report.executor}",
     ]

@@ -3,6 +3,19 @@
 Every step whose inputs are ready starts at once (its jobs land in the pools' batchers in
 the same tick, so a pool receives them as batches). A finished step is journaled before
 anything else happens, so no finished result is ever lost.
+
+Inputs are checked cheaply before dispatch (the input model, and a skill's precheck if it
+has one); no exact solver runs in the driver. A consistent input with no answer fails at
+run time, at the ladder's exact tier, with that tier's reason.
+
+Holdouts: a skill with ``holdout`` (``series.forecast``) has each tier answer, in the same
+batch as the step's own jobs, one more job per particle: the step's input with its last
+window held out (the job never sees those values). The verifier scores that answer against
+the held-out truth (``Verifier.check_holdout_batch``). For the large model the holdout is a
+second call, made after the first answered.
+
+Every verification is timed into the step's ``cost.verifier_s``; the driver's own CPU time
+is read from the run's :class:`~orchestrator.ledger.DriverClock` when the report is built.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from .errors import BudgetExceeded, InputError, TinyfleetError, WorkerUnavailabl
 from .escalation import Policy, ladder_for, select
 from .executor import PoolSpec
 from .journal import Journal
-from .ledger import totals
+from .ledger import DriverClock, totals
 from .models import Attempt, Cost, Event, EventKind, Plan, RunReport, RunStatus, Step, StepResult, Task, Trial, Verdict
 from .plan_check import references, resolve_inputs, split_ref, topological_order
 
@@ -51,6 +64,7 @@ class PlanRun:
         emit: Emit,
         planner_cost: Cost,
         kept: dict[str, StepResult] | None = None,
+        clock: DriverClock | None = None,
     ) -> None:
         self.fleet = fleet
         self.task = task
@@ -61,6 +75,7 @@ class PlanRun:
         self.journal = journal
         self.emit_event = emit
         self.planner_cost = planner_cost
+        self.clock = clock or DriverClock()
         self.results: dict[str, StepResult] = {}
         self.outputs: dict[str, Any] = {}
         self.stop_reason: str | None = None
@@ -162,13 +177,15 @@ class PlanRun:
             values.append(value)
         output = values[0] if isinstance(self.plan.output, str) else values
         planner_calls = self.planner_cost.large_calls
-        tot = totals(ordered, self.planner_cost, wall, planner_calls)
         failed = [r for r in ordered if r.status == "failed"]
         error = None
         if self.stop_reason:
             error = f"stopped: budget {self.stop_reason} ran out"
         elif failed:
             error = f"{len(failed)} step(s) failed; first: {failed[0].step_id}: {failed[0].error}"
+        tot = totals(
+            ordered, self.planner_cost, wall, planner_calls, driver_s=self.clock.driver_seconds(), prices=self.fleet.prices
+        )
         return RunReport(
             task_id=self.task.id,
             status=status,
@@ -236,58 +253,27 @@ class PlanRun:
                 res.status, res.output, res.tier = "accepted", chosen.attempt.output, tier.name
                 return
             reason = _why_climb(trials, chosen, step.strategy.threshold, verifier is not None)
+            if tier.kind == "exact":
+                errors = [t.attempt.error for t in trials if t.attempt.output is None and t.attempt.error]
+                if errors:  # an exact solver that finds nothing is the answer: there is none
+                    reason = f"the exact tier {tier.name!r} found no answer: {errors[0]}"
         res.status = "failed"
-        res.error = f"EscalationFailed: no tier gave a {'verified' if verifier else 'confident'} answer (tried {', '.join(res.tiers_tried)}); last: {reason}"
+        res.error = (
+            f"EscalationFailed: step {step.id!r} ({skill.name}): no tier gave a "
+            f"{'verified' if verifier else 'confident'} answer (tried {', '.join(res.tiers_tried)}); last: {reason}"
+        )
 
     async def _attempt_tier(
         self, step: Step, skill: Skill, tier: Tier, inp: BaseModel, verifier: Verifier | None, res: StepResult
     ) -> list[Trial]:
-        attempts: list[Attempt] = []
+        wants_holdout = skill.holdout is not None and verifier is not None
+        holdout = skill.holdout(inp) if wants_holdout and skill.holdout is not None else None
         if tier.kind == "large":
-            self.budget.before_large_call()
-            try:
-                a = await self.fleet.planner.solve(step, inp, skill)
-            except BudgetExceeded:
-                raise
-            except TinyfleetError as e:
-                a = Attempt(output=None, confidence=0.0, worker=self.fleet.planner.name, error=f"{type(e).__name__}: {e}", cost=Cost(large_calls=1))
-            attempts.append(a)
+            attempts, held = await self._ask_large(step, skill, inp, holdout)
         else:
-            executor = self.fleet.executor
-            n = step.strategy.particles if tier.stochastic else 1
-            todo = [Job(inp, particle=k, max_depth=step.strategy.max_depth, key=step.id) for k in range(n)]
-            last_error = ""
-            try:
-                if tier.pool_name in self.broken_pools:
-                    raise WorkerUnavailable(self.broken_pools[tier.pool_name])
-                await executor.ensure_pool(PoolSpec(tier.pool_name, tier.worker, tier.pool))
-            except TinyfleetError as e:  # a tier that cannot start (bad checkpoint, unplaceable) is climbed past
-                last_error = f"{type(e).__name__}: {e}"
-                self.broken_pools.setdefault(tier.pool_name, f"pool {tier.pool_name!r} failed to start earlier in this run: {e}")
-                todo, attempts = [], [
-                    Attempt(output=None, confidence=0.0, worker=tier.pool_name, particle=j.particle, error=last_error)
-                    for j in todo
-                ]
-            for _ in range(step.strategy.retries + 1):
-                got = await executor.submit_many(tier.pool_name, todo)
-                again = []
-                for job, g in zip(todo, got, strict=True):
-                    if isinstance(g, Attempt):
-                        attempts.append(g)
-                    elif isinstance(g, TinyfleetError):
-                        last_error = f"{type(g).__name__}: {g}"
-                        again.append(job)
-                    elif isinstance(g, asyncio.CancelledError):
-                        raise g
-                    else:
-                        raise g
-                todo = again
-                if not todo:
-                    break
-            for job in todo:
-                attempts.append(
-                    Attempt(output=None, confidence=0.0, worker=tier.pool_name, particle=job.particle, error=last_error)
-                )
+            attempts, held = await self._ask_pool(step, tier, inp, holdout)
+        if wants_holdout and not held:
+            held = [None] * len(attempts)
         cost = Cost()
         for i, a in enumerate(attempts):
             resends = int(a.info.get("resends", 0))
@@ -295,15 +281,95 @@ class PlanRun:
             attempts[i] = a = a.model_copy(update={"tier": tier.name})
             cost = cost + a.cost
             self.emit("attempt", step.id, tier.name, worker=a.worker, particle=a.particle, confidence=a.confidence, error=a.error)
+        for h in held:
+            if h is not None:  # the holdout job's work is the tier's: worker seconds, tokens, calls; not a particle
+                res.resends += int(h.info.get("resends", 0))
+                cost = cost + h.cost.model_copy(update={"particles": 0})
         res.cost = res.cost + cost
         self.budget.add(cost)
-        trials = await self._verify(skill, inp, attempts, verifier)
+        trials, verify_s = await self._verify(skill, inp, attempts, verifier, held if wants_holdout else None)
+        res.cost = res.cost + Cost(verifier_s=verify_s)
         for t in trials:
             if t.verdict is not None:
                 self.emit("verdict", step.id, tier.name, ok=t.verdict.ok, reason=t.verdict.reason, verifier=t.verdict.verifier)
         return trials
 
-    async def _verify(self, skill: Skill, inp: BaseModel, attempts: list[Attempt], verifier: Verifier | None) -> list[Trial]:
+    async def _ask_large(
+        self, step: Step, skill: Skill, inp: BaseModel, holdout: BaseModel | None
+    ) -> tuple[list[Attempt], list[Attempt | None]]:
+        """The large model's answer; with a holdout, a second call on the held-out input,
+        made only after the first answered (so a budget never runs over by a call)."""
+
+        async def ask(x: BaseModel) -> Attempt:
+            try:
+                return await self.fleet.planner.solve(step, x, skill)
+            except BudgetExceeded:
+                raise
+            except TinyfleetError as e:
+                return Attempt(output=None, confidence=0.0, worker=self.fleet.planner.name, error=f"{type(e).__name__}: {e}", cost=Cost(large_calls=1))
+
+        self.budget.before_large_call()
+        main = await ask(inp)
+        held: list[Attempt | None] = []
+        if holdout is not None and main.output is not None:
+            try:
+                self.budget.before_large_call()
+                held.append(await ask(holdout))
+            except BudgetExceeded as e:  # the answer stays unverified; the run stops on the spent budget
+                held.append(Attempt(output=None, confidence=0.0, worker=self.fleet.planner.name, error=f"BudgetExceeded: {e}"))
+        return [main], held
+
+    async def _ask_pool(
+        self, step: Step, tier: Tier, inp: BaseModel, holdout: BaseModel | None
+    ) -> tuple[list[Attempt], list[Attempt | None]]:
+        """One job per particle, plus (with a holdout) one holdout job per particle, all in
+        one submission so they share batches; jobs whose worker errored are re-tried."""
+        executor = self.fleet.executor
+        n = step.strategy.particles if tier.stochastic else 1
+        depth = step.strategy.max_depth
+        jobs = [Job(inp, particle=k, max_depth=depth, key=step.id) for k in range(n)]
+        if holdout is not None:
+            jobs += [Job(holdout, particle=k, max_depth=depth, key=f"{step.id}:holdout") for k in range(n)]
+        got: list[Attempt | None] = [None] * len(jobs)
+        last_error = ""
+        todo = list(range(len(jobs)))
+        try:
+            if tier.pool_name in self.broken_pools:
+                raise WorkerUnavailable(self.broken_pools[tier.pool_name])
+            await executor.ensure_pool(PoolSpec(tier.pool_name, tier.worker, tier.pool))
+        except TinyfleetError as e:  # a tier that cannot start (bad checkpoint, unplaceable) is climbed past
+            last_error = f"{type(e).__name__}: {e}"
+            self.broken_pools.setdefault(tier.pool_name, f"pool {tier.pool_name!r} failed to start earlier in this run: {e}")
+            todo = []
+        for _ in range(step.strategy.retries + 1):
+            if not todo:
+                break
+            answers = await executor.submit_many(tier.pool_name, [jobs[i] for i in todo])
+            again = []
+            for i, g in zip(todo, answers, strict=True):
+                if isinstance(g, Attempt):
+                    got[i] = g
+                elif isinstance(g, TinyfleetError):
+                    last_error = f"{type(g).__name__}: {g}"
+                    again.append(i)
+                else:
+                    raise g
+            todo = again
+        out = [
+            g if g is not None else Attempt(output=None, confidence=0.0, worker=tier.pool_name, particle=jobs[i].particle, error=last_error)
+            for i, g in enumerate(got)
+        ]
+        return out[:n], list(out[n:])
+
+    async def _verify(
+        self,
+        skill: Skill,
+        inp: BaseModel,
+        attempts: list[Attempt],
+        verifier: Verifier | None,
+        held: list[Attempt | None] | None,
+    ) -> tuple[list[Trial], float]:
+        """Rule on every attempt; returns the trials and the seconds verification took."""
         verdicts: list[Verdict | None] = [None] * len(attempts)
         pairs: list[tuple[int, BaseModel]] = []
         for i, a in enumerate(attempts):
@@ -316,34 +382,73 @@ class PlanRun:
                 verdicts[i] = Verdict(ok=False, reason=f"output does not fit {skill.output_model.__name__}: {_first_error(e)}", verifier="schema")
                 continue
             pairs.append((i, out))
+        seconds = 0.0
         if verifier is not None and pairs:
             batch = [(inp, out) for _, out in pairs]
+            extra = None if held is None else [_holdout_output(skill, held[i] if i < len(held) else None) for i, _ in pairs]
             try:
                 if skill.verifier_pool is not None:
-                    got = await self._verify_on_pool(skill, batch)
+                    got, seconds = await self._verify_on_pool(skill, batch, extra)
                 elif verifier.blocking:
-                    got = await asyncio.to_thread(verifier.check_batch, batch)
+                    got, seconds = await asyncio.to_thread(_timed_check, verifier, batch, extra)
                 else:
-                    got = verifier.check_batch(batch)
+                    t0 = time.thread_time()  # on the driver's thread: its CPU time, moved out of driver seconds
+                    try:
+                        got = _check(verifier, batch, extra)
+                    finally:
+                        seconds = time.thread_time() - t0
+                        self.clock.inline_verify_s += seconds
                 if len(got) != len(batch):
                     raise ValueError(f"returned {len(got)} verdicts for {len(batch)} answers")
             except Exception as e:  # noqa: BLE001 - a broken verifier rejects, visibly, rather than passing
                 got = [Verdict(ok=False, reason=f"verifier {verifier.name!r} failed: {type(e).__name__}: {e}", verifier=verifier.name)] * len(batch)
             for (i, _), v in zip(pairs, got, strict=True):
                 verdicts[i] = v
-        return [Trial(attempt=a, verdict=v if (verifier is not None or (v is not None and not v.ok)) else None) for a, v in zip(attempts, verdicts, strict=True)]
+        trials = [Trial(attempt=a, verdict=v if (verifier is not None or (v is not None and not v.ok)) else None) for a, v in zip(attempts, verdicts, strict=True)]
+        return trials, seconds
 
-
-    async def _verify_on_pool(self, skill: Skill, batch: list[tuple[BaseModel, BaseModel]]) -> list[Verdict]:
+    async def _verify_on_pool(
+        self, skill: Skill, batch: list[tuple[BaseModel, BaseModel]], extra: list[BaseModel | None] | None
+    ) -> tuple[list[Verdict], float]:
         from workers.verifier_pool import VerifierWorkerFactory, VerifyRequest
 
         assert skill.verifier is not None and skill.verifier_pool is not None
         factory = VerifierWorkerFactory(skill)
         executor = self.fleet.executor
         await executor.ensure_pool(PoolSpec(factory.name, factory, skill.verifier_pool))
-        jobs = [Job(VerifyRequest(input=i.model_dump(), output=o.model_dump())) for i, o in batch]
+        held = extra if extra is not None else [None] * len(batch)
+        jobs = [
+            Job(VerifyRequest(input=i.model_dump(), output=o.model_dump(), holdout=h.model_dump() if h is not None else None))
+            for (i, o), h in zip(batch, held, strict=True)
+        ]
         attempts = await asyncio.gather(*(executor.submit(factory.name, j) for j in jobs))
-        return [Verdict.model_validate(a.output) for a in attempts]
+        return [Verdict.model_validate(a.output) for a in attempts], sum(a.cost.worker_s for a in attempts)
+
+
+def _holdout_output(skill: Skill, a: Attempt | None) -> BaseModel | None:
+    """The tier's answer to the holdout job, validated; None when it gave none that fits."""
+    if a is None or a.output is None:
+        return None
+    try:
+        return skill.output_model.model_validate(a.output)
+    except (ValidationError, InputError):
+        return None
+
+
+def _check(verifier: Verifier, batch: list[tuple[BaseModel, BaseModel]], extra: list[BaseModel | None] | None) -> list[Verdict]:
+    if extra is None:
+        return verifier.check_batch(batch)
+    return verifier.check_holdout_batch([(i, o, h) for (i, o), h in zip(batch, extra, strict=True)])
+
+
+def _timed_check(
+    verifier: Verifier, batch: list[tuple[BaseModel, BaseModel]], extra: list[BaseModel | None] | None
+) -> tuple[list[Verdict], float]:
+    """A blocking verifier's verdicts and its wall time in this thread (which covers the
+    subprocesses it waits on)."""
+    t0 = time.perf_counter()
+    got = _check(verifier, batch, extra)
+    return got, time.perf_counter() - t0
 
 
 def _first_error(e: Exception) -> str:

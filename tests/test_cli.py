@@ -62,6 +62,16 @@ def test_run_100_mixed_9x9_sudoku_all_verified_and_totals_add_up(tmp_path: Path)
     assert sum(1 for s in hard if s["tier"] == "exact") >= 10  # hard ones climb to the exact solver
     assert t["worker_seconds"] == pytest.approx(sum(s["cost"]["worker_s"] for s in report["steps"]), abs=1e-4)
     assert t["particles"] == sum(len(s["trials"]) for s in report["steps"])
+    # every second counted: each step's verifications, and the driver's own CPU time
+    assert t["verifier_seconds"] == pytest.approx(sum(s["cost"]["verifier_s"] for s in report["steps"]), abs=1e-4)
+    assert all(s["cost"]["verifier_s"] > 0 for s in report["steps"])  # every step had answers to rule on
+    assert 0 < t["driver_seconds"] < t["wall_s"]
+    assert t["cpu_seconds"] == pytest.approx(t["worker_seconds"] + t["verifier_seconds"] + t["driver_seconds"], abs=1e-5)
+    from orchestrator.ledger import CPU_CORE_HOUR_USD
+
+    assert t["cpu_cost_usd"] == pytest.approx(t["cpu_seconds"] / 3600 * CPU_CORE_HOUR_USD, rel=1e-3)
+    assert t["total_cost_usd"] == pytest.approx(t["cost_usd"] + t["cpu_cost_usd"], rel=1e-6)
+    assert t["cost_per_step_usd"] == pytest.approx(t["total_cost_usd"] / 100, rel=1e-3)
 
 
 def test_progress_and_summary_without_json(tmp_path: Path) -> None:
@@ -69,6 +79,8 @@ def test_progress_and_summary_without_json(tmp_path: Path) -> None:
     out = cli("run", task, "--executor", "local", "--journal", str(tmp_path / "j.sqlite"))
     assert out.returncode == 0, out.stderr
     assert "status: succeeded" in out.stdout and "cost per thought" in out.stdout
+    cpu_line = next(ln for ln in out.stdout.splitlines() if ln.startswith("cpu: "))
+    assert "worker" in cpu_line and "verifier" in cpu_line and "driver" in cpu_line
     assert "plan ready: 1 steps" in out.stderr and "1/1 done" in out.stderr
 
 
@@ -80,7 +92,6 @@ def test_progress_and_summary_without_json(tmp_path: Path) -> None:
         ({"skill": "sudoku.solve", "inputs": {"puzzle": [[0] * 5] * 5}}, "n in \\(4, 6, 9\\)"),
         ({"skill": "sudoku.solve", "inputs": {"puzzle": [[7, 0, 0, 0], [0] * 4, [0] * 4, [0] * 4]}}, "values must be 0..4"),
         ({"skill": "sudoku.solve", "inputs": {"puzzle": [[1, 1, 0, 0], [0] * 4, [0] * 4, [0] * 4]}}, "repeats 1"),
-        ({"skill": "sudoku.solve", "inputs": {"puzzle": [[1, 2, 3, 0], [0, 0, 0, 4], [0] * 4, [0] * 4]}}, "no solution"),
         ({"skill": "maze.route", "inputs": {"grid": ["...", "..G"]}}, "exactly one 'S'"),
         ({"goal": "", "inputs": {}}, "needs a 'goal'"),
         ({"skill": "sudoku.solve", "inputs": {}, "budget": {"max_tokens": -1}}, "budget.max_tokens"),
@@ -94,6 +105,24 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, content: object, match:
     import re
 
     assert re.search(match, lines[0]), lines[0]
+
+
+def test_an_unsolvable_consistent_puzzle_exits_1_with_the_failed_step_in_the_report(tmp_path: Path) -> None:
+    """Consistent givens (no repeat in a row, column or box) pass validation; the exact tier
+    finds there is no solution at run time, so the run fails (exit 1), not bad input (2)."""
+    puzzle = [[1, 2, 3, 0], [0, 0, 0, 4], [0] * 4, [0] * 4]
+    task = write(tmp_path, "t.json", {"skill": "sudoku.solve", "inputs": {"puzzle": puzzle}})
+    out = cli("run", task, "--json", "--executor", "local", "--journal", str(tmp_path / "j.sqlite"))
+    assert out.returncode == 1, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["status"] == "failed"
+    (step,) = report["steps"]
+    assert step["status"] == "failed" and step["tiers_tried"][-1] == "exact"
+    assert "step 'main'" in step["error"] and "the exact tier 'exact' found no answer" in step["error"]
+    assert "first: main:" in report["error"] and "no solution" in report["error"]
+    assert report["totals"]["verifier_seconds"] > 0 and report["totals"]["driver_seconds"] > 0
+    plain = cli("run", task, "--executor", "local", "--journal", str(tmp_path / "j2.sqlite"))
+    assert plain.returncode == 1 and "status: failed" in plain.stdout and "no solution" in plain.stdout
 
 
 def test_missing_file_and_bad_usage_exit_2(tmp_path: Path) -> None:

@@ -53,6 +53,27 @@ async def test_easy_puzzles_settle_at_propagation_and_hard_ones_escalate() -> No
             assert step.trials[0].verdict is not None and not step.trials[0].verdict.ok
     assert t.worker_seconds == pytest.approx(sum(s.cost.worker_s for s in report.steps), abs=1e-5)
     assert t.particles == sum(len(s.trials) for s in report.steps)
+    assert t.verifier_seconds == pytest.approx(sum(s.cost.verifier_s for s in report.steps), abs=1e-5)
+    assert all(s.cost.verifier_s > 0 for s in report.steps)  # each step's answers were ruled on, and timed
+
+
+async def test_every_second_is_counted_and_priced_and_waiting_is_not_driver_time() -> None:
+    from orchestrator import PriceTable
+
+    SlowWorker.delay = 0.5
+    # one dollar per CPU second makes the dollars read as seconds
+    fleet = fleet_with(Tier("slow", SlowWorker, "tiny", PoolOptions(max_batch=1)), prices=PriceTable(cpu_core_hour_usd=3600.0))
+    report = await fleet.run(Task(inputs={"items": sudoku_items(4, 2, seed=13)}))
+    await fleet.close()
+    t = report.totals
+    assert report.status == "succeeded" and t.per_tier == {"slow": 2}
+    assert t.worker_seconds >= 2 * 0.5  # the worker's sleeps are its seconds ...
+    assert 0 < t.driver_seconds < 0.5  # ... and the driver waited through them without counting them
+    assert t.verifier_seconds > 0
+    assert t.cpu_seconds == pytest.approx(t.worker_seconds + t.verifier_seconds + t.driver_seconds, abs=1e-5)
+    assert t.cpu_cost_usd == pytest.approx(t.cpu_seconds, rel=1e-4)
+    assert t.total_cost_usd == pytest.approx(t.cost_usd + t.cpu_cost_usd)
+    assert t.cost_per_step_usd == pytest.approx(t.total_cost_usd / 2, rel=1e-4)
 
 
 async def test_particles_let_a_later_particle_verify_without_escalating() -> None:

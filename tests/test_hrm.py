@@ -62,7 +62,7 @@ def test_halting_compares_q_halt_with_q_continue() -> None:
     assert torch.allclose(res.confidence, torch.sigmoid(torch.tensor(5.0)).expand(3), atol=1e-4)
 
 
-def test_bundled_hrm_sudoku_checkpoint_solves_fresh_puzzles() -> None:
+def test_bundled_hrm_sudoku_checkpoint_solves_fresh_puzzles_near_its_model_card() -> None:
     sizes = available_sizes("sudoku.solve", "hrm")
     if not sizes:
         pytest.skip("no bundled HRM checkpoint")
@@ -72,8 +72,10 @@ def test_bundled_hrm_sudoku_checkpoint_solves_fresh_puzzles() -> None:
     rng = random.Random(f"tests:hrm:{n}")
     items = [sudoku.generate(n, rng) for _ in range(40)]
     attempts = w.solve_batch([Job(sudoku.SudokuInput(puzzle=p), particle=k % 2) for k, (p, _) in enumerate(items)])
-    ok = sum(a.output is not None and sudoku.check_solution(p, a.output["solution"]) is None for (p, _), a in zip(items, attempts))
-    assert ok >= 0.3 * len(items)
+    right = [a.output is not None and sudoku.check_solution(p, a.output["solution"]) is None for (p, _), a in zip(items, attempts)]
+    assert sum(right) >= 0.95 * len(items)  # the 6x6 card measures 100.0% exact on 500: a 5-point margin
+    confident = [r for r, a in zip(right, attempts) if a.confidence >= 0.5]  # card: 100% confident, all right
+    assert len(confident) >= 0.9 * len(items) and sum(confident) >= 0.95 * len(confident)
     assert all(a.worker == "sudoku.hrm" and a.cost.recursion_steps >= 1 for a in attempts)
 
 
@@ -91,7 +93,7 @@ def test_continue_is_trained_toward_the_discounted_best_next_q(discount: float) 
     assert float(parts["cont_bce"]) == pytest.approx(float(expected), rel=1e-4)
 
 
-def test_bundled_hrm_maze_checkpoint_solves_fresh_mazes() -> None:
+def test_bundled_hrm_maze_checkpoint_solves_fresh_mazes_near_its_model_card() -> None:
     sizes = available_sizes("maze.route", "hrm")
     if not sizes:
         pytest.skip("no bundled HRM maze checkpoint")
@@ -101,9 +103,11 @@ def test_bundled_hrm_maze_checkpoint_solves_fresh_mazes() -> None:
     rng = random.Random(f"tests:hrm:maze:{n}")
     grids = [maze.generate(n, rng) for _ in range(40)]
     attempts = w.solve_batch([Job(maze.MazeInput(grid=g), particle=k % 8) for k, g in enumerate(grids)])
-    ok = sum(a.output is not None and maze.check_path(g, [tuple(c) for c in a.output["path"]]) is None for g, a in zip(grids, attempts))
-    assert ok >= 0.8 * len(grids)
-    assert all(a.worker == "maze.hrm" and a.confidence is not None for a in attempts)
+    right = [a.output is not None and maze.check_path(g, [tuple(c) for c in a.output["path"]]) is None for g, a in zip(grids, attempts)]
+    assert sum(right) >= 0.95 * len(grids)  # the 7x7 card measures 100.0% exact on 500: a 5-point margin
+    confident = [r for r, a in zip(right, attempts) if a.confidence >= 0.5]
+    assert len(confident) >= 0.9 * len(grids) and sum(confident) >= 0.95 * len(confident)
+    assert all(a.worker == "maze.hrm" for a in attempts)
 
 
 async def test_hrm_tier_follows_trm_for_the_sizes_it_serves() -> None:
@@ -124,5 +128,5 @@ async def test_hrm_tier_follows_trm_for_the_sizes_it_serves() -> None:
     async with Fleet(executor="local", policy=policy) as fleet:
         report = await fleet.run(Task(skill="sudoku.solve", inputs={"items": items}))
     assert report.totals.verified == 12
-    assert report.totals.per_tier.get("hrm", 0) >= 6
+    assert report.totals.per_tier.get("hrm", 0) >= 11  # >= 95% of 12 rounded down; the card measures 100%
     assert all(s.tiers_tried[0] == "hrm" for s in report.steps)

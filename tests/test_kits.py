@@ -72,9 +72,11 @@ def test_bad_sudoku_names_the_problem(puzzle: list, match: str) -> None:
         validate_payload(sudoku.SudokuInput, {"puzzle": puzzle}, what="input")
 
 
-def test_unsolvable_sudoku_is_an_input_error() -> None:
-    # givens legal locally, but cell (0,3) has no candidate left
+def test_exact_solver_reports_an_unsolvable_but_consistent_sudoku() -> None:
+    # givens legal locally (the input model accepts them), but cell (0,3) has no candidate left
     puzzle = [[1, 2, 3, 0], [0, 0, 0, 4], [0, 0, 0, 0], [0, 0, 0, 0]]
+    validate_payload(sudoku.SudokuInput, {"puzzle": puzzle}, what="input")
+    assert sudoku.count_solutions(puzzle) == 0
     with pytest.raises(InputError, match="no solution"):
         sudoku.solve_exact(puzzle)
 
@@ -120,7 +122,8 @@ def test_bad_maze_names_the_problem(grid: list, match: str) -> None:
         validate_payload(maze.MazeInput, {"grid": grid}, what="input")
 
 
-def test_unreachable_goal_is_an_input_error() -> None:
+def test_bfs_reports_an_unreachable_goal_the_input_model_accepts() -> None:
+    validate_payload(maze.MazeInput, {"grid": ["S#G"]}, what="input")
     with pytest.raises(InputError, match="no path"):
         maze.bfs_path(["S#G"])
 

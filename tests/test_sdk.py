@@ -241,3 +241,6 @@ async def test_code_verifications_run_on_the_verifier_pool(executor: Executor) -
     assert ok.status == "verified" and ok.trials[0].verdict.verifier == "code.tests"  # type: ignore[union-attr]
     assert rejected.status == "failed" and "test_a" in (rejected.error or "")
     assert "verify:code.tests" in executor.pools()
+    # verifications on the pool are counted as verifier seconds (the sandbox's time inside the pool)
+    assert ok.cost.verifier_s > 0 and rejected.cost.verifier_s > 0
+    assert report.totals.verifier_seconds == pytest.approx(ok.cost.verifier_s + rejected.cost.verifier_s, abs=1e-5)

@@ -125,21 +125,38 @@ def sudoku_worker() -> TRMSudokuWorker:
     return w
 
 
-FLOORS = {4: 0.9, 6: 0.5, 9: 0.0}
+# Floors sit a few points under the model cards (workers/checkpoints/sudoku.solve-trm-*.json):
+# 4x4 measured 100.0% exact (500 puzzles) -> 95%; 6x6 99.0% (500) -> 95%; 9x9 78.5% (1000,
+# halting; 84.5% on 200) -> 74%, on 100 puzzles where one standard error is about 4 points.
+# Puzzles come from the training kit's eval distribution (its givens per size) under a seed
+# namespace no training split uses, so each run checks the same items: deterministic.
+FLOORS = {4: 0.95, 6: 0.95, 9: 0.74}
+EVAL_N = {4: 40, 6: 40, 9: 100}
+CONFIDENT_FLOOR = 0.95
+"""Share right among answers with confidence >= 0.5 (cards: 4x4 100%, 6x6 99.8%)."""
 
 
-@pytest.mark.parametrize("n", [4, 6])
-def test_bundled_sudoku_checkpoint_solves_fresh_puzzles(sudoku_worker: TRMSudokuWorker, n: int) -> None:
-    if n not in available_sizes("sudoku.solve", "trm"):
-        pytest.skip(f"no bundled TRM checkpoint for {n}x{n}")
-    items = fresh_sudoku(n, 40, seed=1)
+def card_sudoku(n: int, count: int, seed: int) -> list[tuple[list[list[int]], list[list[int]]]]:
+    from workers.training import task_data
+
+    return task_data("sudoku.solve", n, 0).items(count, "tests", seed)
+
+
+@pytest.mark.parametrize("n", [4, 6, 9])
+def test_bundled_sudoku_checkpoint_solves_fresh_puzzles_near_its_model_card(sudoku_worker: TRMSudokuWorker, n: int) -> None:
+    if n not in sudoku_worker.models:
+        pytest.skip(f"no served TRM checkpoint for {n}x{n}")
+    count = EVAL_N[n]
+    items = card_sudoku(n, count, seed=1)
     attempts = sudoku_worker.solve_batch(jobs_for([p for p, _ in items]))
-    ok = [sudoku.check_solution(p, a.output["solution"]) is None for (p, _), a in zip(items, attempts) if a.output]
-    assert len(attempts) == 40
-    assert sum(ok) / 40 >= FLOORS[n]
-    for a in attempts:
-        assert 0.0 <= a.confidence <= 1.0 and a.worker == "sudoku.trm"
-        assert 1 <= a.cost.recursion_steps <= load_checkpoint(checkpoint_path("sudoku.solve", "trm", n))[1]["config"]["N_sup"]
+    ok = [a.output is not None and sudoku.check_solution(p, a.output["solution"]) is None for (p, _), a in zip(items, attempts)]
+    assert len(attempts) == count and all(a.worker == "sudoku.trm" for a in attempts)
+    assert sum(ok) / count >= FLOORS[n], f"{sum(ok)}/{count} exact; floor {FLOORS[n]:.0%}"
+    if n in (4, 6):  # the halting head's confidence means something: confident answers are right
+        confident = [k for k, a in zip(ok, attempts) if a.confidence >= 0.5]
+        assert len(confident) >= 0.9 * count and sum(confident) / len(confident) >= CONFIDENT_FLOOR
+    n_sup = load_checkpoint(checkpoint_path("sudoku.solve", "trm", n))[1]["config"]["N_sup"]
+    assert all(1 <= a.cost.recursion_steps <= n_sup for a in attempts)
 
 
 def test_every_bundled_checkpoint_loads_and_runs() -> None:
@@ -151,27 +168,29 @@ def test_every_bundled_checkpoint_loads_and_runs() -> None:
         tokens = torch.zeros(2, cfg["seq_len"], dtype=torch.long)
         res = run_recursive(model, tokens, 2)
         assert res.pred.shape == (2, cfg["seq_len"]) and res.steps.max() <= 2
-        assert card["eval"] is not None and 0.0 <= card["eval"]["exact"] <= 1.0, path.name
+        assert card["eval"]["n"] >= 200 and card["eval"]["split"] == "valid", path.name  # a measured card
 
 
-def test_9x9_checkpoint_is_bundled_but_not_served_below_its_floor(sudoku_worker: TRMSudokuWorker) -> None:
-    if 9 not in available_sizes("sudoku.solve", "trm"):
-        pytest.skip("no bundled 9x9 TRM checkpoint")
-    _, card = load_checkpoint(checkpoint_path("sudoku.solve", "trm", 9))
-    served = 9 in sudoku_worker.models
-    assert served == (card["eval"]["exact"] >= TRMSudokuWorker.min_exact)
-    items = fresh_sudoku(9, 10, seed=1)
-    attempts = sudoku_worker.solve_batch(jobs_for([p for p, _ in items]))
-    if not served:
-        assert all(a.output is None and "9x9" in (a.error or "") for a in attempts)
+def test_a_checkpoint_is_served_only_when_its_card_clears_the_serving_floor(tmp_path: Path) -> None:
+    for n in available_sizes("sudoku.solve", "trm"):  # the bundled ones: every card clears it today
+        _, card = load_checkpoint(checkpoint_path("sudoku.solve", "trm", n))
+        assert card["eval"]["exact"] >= TRMSudokuWorker.min_exact, n
+    # a copy of the 4x4 checkpoint whose card reports a measurement under the floor is not served
+    dst = copy_checkpoint(tmp_path)
+    card = json.loads(dst.with_suffix(".json").read_text())
+    card["eval"]["exact"] = TRMSudokuWorker.min_exact - 0.01
+    dst.with_suffix(".json").write_text(json.dumps(card))
+    w = TRMSudokuWorker()
+    w.checkpoint_dir = tmp_path
+    with pytest.raises(ConfigError, match="below"):
+        w.setup("cpu")
 
 
 def test_early_halting_uses_fewer_steps_than_n_sup(sudoku_worker: TRMSudokuWorker) -> None:
     items = fresh_sudoku(4, 40, seed=2)
     attempts = sudoku_worker.solve_batch(jobs_for([p for p, _ in items]))
     steps = [a.cost.recursion_steps for a in attempts]
-    n_sup = sudoku_worker.models[4][1]["config"]["N_sup"]
-    assert np.mean(steps) <= n_sup / 2
+    assert np.mean(steps) <= 1.25  # card: 1.004 mean steps of N_sup 8 on 4x4 when halting on the head
     capped = sudoku_worker.solve_batch(jobs_for([p for p, _ in items], max_depth=1))
     assert all(a.cost.recursion_steps == 1 for a in capped)  # Job.max_depth caps supervision steps
 
@@ -188,7 +207,7 @@ def test_particles_are_augmentations_mapped_back(sudoku_worker: TRMSudokuWorker)
             # the givens of the original puzzle are where they were: the answer was mapped back
             assert all(sol[r][c] == p[r][c] for r in range(4) for c in range(4) if p[r][c])
             ok += sudoku.check_solution(p, sol) is None
-        assert ok >= 16
+        assert ok >= 19  # 95% of 20: the card's 100% on 4x4 holds under augmentation, within a point
     tf = sudoku.random_transform(6, random.Random(1))
     p, _ = fresh_sudoku(6, 1, seed=4)[0]
     assert tf.invert(tf.apply(p)) == p
@@ -221,19 +240,18 @@ def test_dihedral_maps_back_and_maze_decoding() -> None:
     assert decode_maze(grid, np.zeros_like(labels)) is None  # marks that do not connect S and G
 
 
-def test_bundled_maze_checkpoint_routes_fresh_mazes() -> None:
-    sizes = available_sizes("maze.route", "trm")
-    if not sizes:
-        pytest.skip("no bundled TRM maze checkpoint")
-    side = sizes[0]
+@pytest.mark.parametrize("side", [7, 11])
+def test_bundled_maze_checkpoint_routes_fresh_mazes_near_its_model_card(side: int) -> None:
+    if side not in available_sizes("maze.route", "trm"):
+        pytest.skip(f"no bundled TRM maze checkpoint for {side}x{side}")
     w = TRMMazeWorker()
     w.setup("cpu")
     rng = random.Random(f"tests:maze:{side}")
-    grids = [maze.generate(side, rng) for _ in range(30)]
+    grids = [maze.generate(side, rng) for _ in range(40)]
     attempts = w.solve_batch([Job(maze.MazeInput(grid=g), particle=k % 3) for k, g in enumerate(grids)])
     ok = [a.output is not None and maze.check_path(g, a.output["path"]) is None for g, a in zip(grids, attempts)]
-    assert sum(ok) >= 0.5 * len(grids)
-    odd = maze.generate(side + 2, rng)
+    assert sum(ok) >= 0.95 * len(grids)  # cards: 99.2% exact on 500 mazes for both 7x7 and 11x11
+    odd = maze.generate(side + 2, rng)  # 9x9 and 13x13: no checkpoint
     (a,) = w.solve_batch([Job(maze.MazeInput(grid=odd))])
     assert a.output is None  # no checkpoint of that size: give up, the step escalates
 
@@ -308,7 +326,7 @@ async def test_fleet_settles_most_6x6_sudoku_at_the_trm_tier() -> None:
     assert report.status == "succeeded"
     t = report.totals
     assert t.verified == 40
-    assert t.per_tier.get("trm", 0) >= 20
+    assert t.per_tier.get("trm", 0) >= 38  # 95% of 40; the 6x6 card measures 99.0%
     assert t.escalated == 40 - t.per_tier.get("trm", 0)
     for step, item in zip(report.steps, items, strict=True):
         assert sudoku.check_solution(item["puzzle"], step.output["solution"]) is None
@@ -344,5 +362,12 @@ async def test_particles_vote_in_the_fleet_each_with_its_own_confidence() -> Non
     step = report.steps[0]
     assert step.status == "verified" and step.tier == "trm"
     assert sorted(t.attempt.particle for t in step.trials) == [0, 1, 2, 3]
-    assert all(t.attempt.worker == "sudoku.trm" and 0.0 <= t.attempt.confidence <= 1.0 for t in step.trials)
+    assert all(t.attempt.worker == "sudoku.trm" for t in step.trials)
     assert sudoku.check_solution(p, step.output["solution"]) is None
+    # the vote: the answer whose verified particles carry the most confidence in total
+    weight: dict[str, float] = {}
+    for t in step.trials:
+        if t.verdict is not None and t.verdict.ok:
+            key = json.dumps(t.attempt.output, sort_keys=True)
+            weight[key] = weight.get(key, 0.0) + t.attempt.confidence
+    assert json.dumps(step.output, sort_keys=True) == max(weight, key=lambda k: weight[k])

@@ -97,6 +97,12 @@ class Verifier(ABC):
     def check_batch(self, pairs: Sequence[tuple[BaseModel, BaseModel]]) -> list[Verdict]:
         """One Verdict per (input, output) pair, in order."""
 
+    def check_holdout_batch(self, items: Sequence[tuple[BaseModel, BaseModel, BaseModel | None]]) -> list[Verdict]:
+        """One Verdict per (input, output, holdout answer), for skills with a ``holdout``:
+        the third item is the same tier's answer to ``skill.holdout(input)`` (None when it
+        gave none). The default ignores it; a verifier that scores the holdout overrides this."""
+        return self.check_batch([(i, o) for i, o, _ in items])
+
     def verdict(self, ok: bool, reason: str = "", score: float | None = None, **details: Any) -> Verdict:
         return Verdict(ok=ok, reason=reason, score=score, verifier=self.name, details=details)
 
@@ -156,8 +162,10 @@ class Skill:
 
     ``fallback`` is the offline last tier (an exact solver or a classical method); with a
     large model configured the ladder ends at the large model instead.
-    ``precheck`` rejects inputs that are well-formed but hopeless (an unsolvable puzzle)
-    before anything runs, raising :class:`orchestrator.InputError`.
+    ``precheck`` rejects inputs that are well-formed but invalid before anything runs,
+    raising :class:`orchestrator.InputError`. It runs in the driver once per step during
+    plan validation, so it must be cheap and local (shapes, ranges, duplicates): never a
+    search or a solve. Whether a consistent input has an answer is the ladder's to find.
     """
 
     name: str
@@ -172,6 +180,10 @@ class Skill:
     verifier_pool: PoolOptions | None = None
     """When set, verifications run as a pool on the executor (e.g. sandboxes on Ray actors)
     rather than in the driver."""
+    holdout: Callable[[BaseModel], BaseModel | None] | None = None
+    """When set, every tier also answers ``holdout(input)``, in the same batch: the input
+    with the truth the verifier keeps back removed (a forecast's last window). The verifier
+    gets that answer in ``check_holdout_batch`` and scores it against the truth itself."""
 
     def tier(self, name: str) -> Tier:
         for t in [*self.ladder, *([self.fallback] if self.fallback else [])]:

@@ -1,4 +1,11 @@
-"""The built-in skills and their escalation ladders (the embedded default)."""
+"""The built-in skills and their escalation ladders (the embedded default).
+
+No built-in skill has a precheck that solves: the input models check what is cheap and
+local (a sudoku's shape, alphabet and repeated givens in a row, column or box; a maze's
+alphabet, equal rows and exactly one S and one G), and a consistent input with no answer
+(an unsolvable sudoku, an unreachable goal) is found at run time by the ladder, whose exact
+tier fails the step with the solver's reason.
+"""
 
 from __future__ import annotations
 
@@ -61,16 +68,6 @@ def _maze_fits(inp: BaseModel, sizes: frozenset[int]) -> bool:
     return isinstance(inp, maze.MazeInput) and len(inp.grid) == len(inp.grid[0]) and len(inp.grid) in sizes
 
 
-def _sudoku_precheck(inp: BaseModel) -> None:
-    assert isinstance(inp, sudoku.SudokuInput)
-    sudoku.solve_exact(inp.puzzle)  # raises InputError when unsolvable
-
-
-def _maze_precheck(inp: BaseModel) -> None:
-    assert isinstance(inp, maze.MazeInput)
-    maze.bfs_path(inp.grid)  # raises InputError when G is unreachable
-
-
 def _looks_like_sudoku(inputs: dict[str, Any]) -> bool:
     return "puzzle" in inputs
 
@@ -91,7 +88,6 @@ def sudoku_skill() -> Skill:
         ],
         fallback=Tier("exact", SudokuExactSolver, "exact", _EXACT_POOL),
         verifier=SudokuVerifier(),
-        precheck=_sudoku_precheck,
         recognize=_looks_like_sudoku,
     )
 
@@ -108,7 +104,6 @@ def maze_skill() -> Skill:
         ],
         fallback=Tier("bfs", MazeBFSSolver, "exact", _EXACT_POOL),
         verifier=MazeVerifier(),
-        precheck=_maze_precheck,
         recognize=_looks_like_maze,
     )
 

@@ -49,6 +49,8 @@ __all__ = [
     "forecast_batch",
     "Request",
     "predict",
+    "predict_tracked",
+    "Forecast",
     "one_step_scores",
     "CfCForecaster",
     "LTCForecaster",
@@ -204,13 +206,33 @@ class Request:
     horizon: int
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """One calibrated forecast, and the model's track record on its own history: the mean
+    absolute error of its forecasts from the calibration origins, and seasonal-naive's from
+    the same origins (both NaN when the history is too short for an origin)."""
+
+    mean: F
+    p10: F
+    p90: F
+    track_mae: float
+    naive_mae: float
+
+
 def predict(model: LiquidForecaster, requests: Sequence[Request]) -> list[tuple[F, F, F]]:
-    """Calibrated forecasts (mean, p10, p90), ``horizon`` steps each, in one batched pass.
+    """Calibrated forecasts (mean, p10, p90), ``horizon`` steps each, in one batched pass
+    (see :func:`predict_tracked`)."""
+    return [(f.mean, f.p10, f.p90) for f in predict_tracked(model, requests)]
+
+
+def predict_tracked(model: LiquidForecaster, requests: Sequence[Request]) -> list[Forecast]:
+    """Calibrated forecasts, ``horizon`` steps each, in one batched pass, with a track record.
 
     Per-series interval calibration (split-conformal on the series' own history): besides
     the forecast window, up to ``CALIB_ORIGINS`` earlier origins inside the history are
     forecast; the 80% quantile of how far their actuals fall outside the p10/p90 band, in
-    units of the band's half-widths, rescales the band (clipped to 0.6-5x)."""
+    units of the band's half-widths, rescales the band (clipped to 0.6-5x). The same
+    origins' errors, against seasonal-naive's, are the track record."""
     cfg = model.cfg
     windows: list[Window] = []
     spans: list[tuple[int, list[tuple[int, int]]]] = []  # (main index, [(calib index, origin)])
@@ -234,6 +256,8 @@ def predict(model: LiquidForecaster, requests: Sequence[Request]) -> list[tuple[
     for r, (main, calib) in zip(requests, spans, strict=True):
         m, lo, hi = (a[: r.horizon] for a in preds[main])
         u: list[F] = []
+        errs: list[F] = []
+        naive_errs: list[F] = []
         for ci, o in calib:
             cm, clo, chi = (a[: r.horizon] for a in preds[ci])
             act = r.values[o : o + r.horizon]
@@ -241,9 +265,19 @@ def predict(model: LiquidForecaster, requests: Sequence[Request]) -> list[tuple[
             up = np.maximum(chi[:hz] - cm[:hz], 1e-12)
             down = np.maximum(cm[:hz] - clo[:hz], 1e-12)
             u.append(np.where(act >= cm[:hz], (act - cm[:hz]) / up, (cm[:hz] - act) / down))
+            errs.append(np.abs(act - cm[:hz]))
+            hist = r.values[:o]
+            naive_errs.append(np.abs(act - seasonal_naive_of(hist, hz, r.season)))
         f = float(np.clip(np.quantile(np.concatenate(u), 0.8), 0.6, 5.0)) if u else 1.0
-        out.append((m, m - f * (m - lo), m + f * (hi - m)))
+        track = float(np.mean(np.concatenate(errs))) if errs else math.nan
+        naive = float(np.mean(np.concatenate(naive_errs))) if naive_errs else math.nan
+        out.append(Forecast(m, m - f * (m - lo), m + f * (hi - m), track, naive))
     return out
+
+
+def seasonal_naive_of(history: F, horizon: int, season: int | None) -> F:
+    """Seasonal-naive forecast of ``history`` with the season a model would use."""
+    return series.seasonal_naive(history, horizon, series.effective_season(season, history))
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -307,15 +341,21 @@ def set_torch_threads() -> int:
 # ---------------------------------------------------------------------------- forecast workers
 
 
-def _confidence(backtest_mae: float, naive_mae: float) -> float:
-    """1 when the backtest halves seasonal-naive's error, 0.5 at parity, 0 at 1.5x."""
+def _confidence(model_mae: float, naive_mae: float) -> float:
+    """1 when the model's error is half seasonal-naive's, 0.5 at parity, 0 at 1.5x; 0.5 when
+    there is no track record to judge by."""
+    if math.isnan(model_mae) or math.isnan(naive_mae):
+        return 0.5
     if naive_mae <= 0:
-        return 1.0 if backtest_mae <= 0 else 0.0
-    return float(np.clip(1.5 - backtest_mae / naive_mae, 0.0, 1.0))
+        return 1.0 if model_mae <= 0 else 0.0
+    return float(np.clip(1.5 - model_mae / naive_mae, 0.0, 1.0))
 
 
 class _LiquidForecastWorker(Worker):
-    """Forecast plus a backtest of the last window (for the verifier), both in one batch."""
+    """Forecasts a batch in one pass. It answers exactly what it is asked: the verifier's
+    backtest arrives as a job of its own (the history with the last window cut off), so
+    this worker never holds the values its forecast is scored on. Its confidence is its
+    track record on its own history (the calibration origins of :func:`predict_tracked`)."""
 
     skill = "series.forecast"
     model_kind: ClassVar[str] = "cfc"
@@ -337,40 +377,27 @@ class _LiquidForecastWorker(Worker):
         t0 = time.perf_counter()
         cfg = self._model.cfg
         requests: list[Request] = []
-        plans: list[tuple[int, int, F] | str] = []
+        refusals: list[str | None] = []
         for job in jobs:
             inp = job.input
             assert isinstance(inp, series.ForecastInput)
             if inp.horizon > cfg.horizon:
-                plans.append(f"horizon {inp.horizon} is above the model's trained {cfg.horizon} steps")
+                refusals.append(f"horizon {inp.horizon} is above the model's trained {cfg.horizon} steps")
                 continue
             x = np.asarray(inp.values, dtype=float)
             k, _ = series.grid_index(inp.timestamps, len(x))
-            w = series.backtest_window(len(x), inp.horizon)
             requests.append(Request(x, k, inp.season, inp.horizon))
-            requests.append(Request(x[:-w], k[:-w], inp.season, w))
-            plans.append((inp.horizon, w, series.seasonal_naive(x[:-w], w, series.effective_season(inp.season, x[:-w]))))
-        preds = predict(self._model, requests) if requests else []
+            refusals.append(None)
+        preds = iter(predict_tracked(self._model, requests) if requests else [])
         per = (time.perf_counter() - t0) / max(1, len(jobs))
         out: list[Attempt] = []
-        j = 0
-        for job, plan in zip(jobs, plans, strict=True):
-            if isinstance(plan, str):
-                out.append(self.attempt(None, 0.0, job=job, seconds=per, error=plan))
+        for job, refusal in zip(jobs, refusals, strict=True):
+            if refusal is not None:
+                out.append(self.attempt(None, 0.0, job=job, seconds=per, error=refusal))
                 continue
-            h, w, naive = plan
-            (m, lo, hi), (bm, blo, bhi) = preds[j], preds[j + 1]
-            j += 2
-            assert isinstance(job.input, series.ForecastInput)
-            held = np.array(job.input.values[-w:])
-            conf = _confidence(float(np.mean(np.abs(held - bm))), float(np.mean(np.abs(held - naive))))
-            output = series.ForecastOutput(
-                mean=m.tolist(),
-                p10=lo.tolist(),
-                p90=hi.tolist(),
-                backtest=series.ForecastBacktest(window=w, mean=bm.tolist(), p10=blo.tolist(), p90=bhi.tolist()),
-            )
-            out.append(self.attempt(output, conf, job=job, seconds=per))
+            f = next(preds)
+            output = series.ForecastOutput(mean=f.mean.tolist(), p10=f.p10.tolist(), p90=f.p90.tolist())
+            out.append(self.attempt(output, _confidence(f.track_mae, f.naive_mae), job=job, seconds=per))
         return out
 
 
@@ -389,8 +416,10 @@ class LTCForecaster(_LiquidForecastWorker):
 
 
 class ClassicalForecaster(Worker):
-    """Holt-Winters exponential smoothing (statsmodels), refitted per series, with a backtest
-    refit on the history before the held-out window. The offline last tier, named as such."""
+    """Holt-Winters exponential smoothing (statsmodels), refitted per series; its confidence
+    compares the fit's one-step in-sample error with seasonal-naive's. Like every tier it
+    answers only what it is asked (the backtest is a job of its own). The offline last
+    tier, named as such."""
 
     name = "series.classical"
     skill = "series.forecast"
@@ -403,18 +432,9 @@ class ClassicalForecaster(Worker):
             t0 = time.perf_counter()
             x = np.asarray(inp.values, dtype=float)
             s = series.effective_season(inp.season, x)
-            m, lo, hi = series.classical_forecast(x, inp.horizon, s)
-            w = series.backtest_window(len(x), inp.horizon)
-            s_bt = series.effective_season(inp.season, x[:-w])
-            bm, blo, bhi = series.classical_forecast(x[:-w], w, s_bt)
-            naive = series.seasonal_naive(x[:-w], w, s_bt)
-            conf = _confidence(float(np.mean(np.abs(x[-w:] - bm))), float(np.mean(np.abs(x[-w:] - naive))))
-            output = series.ForecastOutput(
-                mean=m.tolist(),
-                p10=lo.tolist(),
-                p90=hi.tolist(),
-                backtest=series.ForecastBacktest(window=w, mean=bm.tolist(), p10=blo.tolist(), p90=bhi.tolist()),
-            )
+            m, lo, hi, resid_mae = series.classical_fit(x, inp.horizon, s)
+            conf = _confidence(resid_mae, series.naive_scale(x, s))
+            output = series.ForecastOutput(mean=m.tolist(), p10=lo.tolist(), p90=hi.tolist())
             out.append(self.attempt(output, conf, job=job, seconds=time.perf_counter() - t0))
         return out
 
@@ -547,6 +567,7 @@ def forecast_skill() -> Skill:
         ladder=[Tier("cfc", CfCForecaster, "tiny", _TORCH_POOL), Tier("ltc", LTCForecaster, "tiny", _TORCH_POOL)],
         fallback=Tier("classical", ClassicalForecaster, "tool", _CLASSICAL_POOL),
         verifier=series.ForecastBacktestVerifier(),
+        holdout=series.backtest_input,  # each tier also forecasts the history minus its last window
         recognize=_looks_like_forecast,
     )
 

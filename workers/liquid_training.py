@@ -278,10 +278,16 @@ def verifier_pass_rates(data: list[RealSeries], directory: Path | None = None) -
     for tier, worker in workers:
         worker.setup("cpu")
         atts = worker.solve_batch(jobs)
+        # the verifier's backtest: the same worker forecasts each history minus its last window
+        held = worker.solve_batch([Job(series.backtest_input(j.input)) for j in jobs])
         flags = [False] * len(jobs)
         errs = [math.inf] * len(jobs)
         pairs = [(i, series.ForecastOutput.model_validate(a.output)) for i, a in enumerate(atts) if a.output is not None]
-        for (i, out), v in zip(pairs, verifier.check_batch([(jobs[i].input, o) for i, o in pairs]), strict=True):
+        items = [
+            (jobs[i].input, o, series.ForecastOutput.model_validate(held[i].output) if held[i].output is not None else None)
+            for i, o in pairs
+        ]
+        for (i, out), v in zip(pairs, verifier.check_holdout_batch(items), strict=True):
             flags[i] = v.ok
             rs, hist, act = cases[i]
             errs[i] = series.mase(act, np.asarray(out.mean), hist, rs.season)

@@ -1,6 +1,7 @@
 """Series task kit: payload models for ``series.forecast`` and ``series.anomaly``, input
 validation, seasonal helpers, metrics, a seeded generator of synthetic series, the classical
-forecaster and anomaly scorer (the offline last tiers), and the backtest verifier.
+forecaster and anomaly scorer (the offline last tiers), the backtest input (what a tier
+answers so the verifier can score it on values it never saw), and the backtest verifier.
 
 Conventions: a series is ``values[i]`` observed at ``timestamps[i]`` (default ``i``). Irregular
 series are placed on a grid of their median time step (``grid_index``); seasons count grid steps.
@@ -31,7 +32,6 @@ __all__ = [
     "Z90",
     "ForecastInput",
     "ForecastOutput",
-    "ForecastBacktest",
     "AnomalyInput",
     "AnomalyOutput",
     "grid_index",
@@ -43,6 +43,7 @@ __all__ = [
     "mase",
     "coverage",
     "backtest_window",
+    "backtest_input",
     "Synth",
     "generate_series",
     "inject_anomalies",
@@ -116,25 +117,15 @@ class ForecastInput(BaseModel):
         return self
 
 
-class ForecastBacktest(BaseModel):
-    """The producer's forecast of the series' own last ``window`` values, made from the values
-    before them (see :func:`backtest_window`). Checked by :class:`ForecastBacktestVerifier`."""
-
-    window: int
-    mean: list[float]
-    p10: list[float]
-    p90: list[float]
-
-
 class ForecastOutput(BaseModel):
-    """``{"mean": [float], "p10": [float], "p90": [float]}`` plus an optional ``backtest``.
+    """``{"mean": [float], "p10": [float], "p90": [float]}``.
 
-    ``mean`` is the point forecast (the median, p50, for the quantile models)."""
+    ``mean`` is the point forecast (the median, p50, for the quantile models). Other fields
+    an answer carries (an old producer-made ``backtest``) are ignored, never trusted."""
 
     mean: list[float]
     p10: list[float]
     p90: list[float]
-    backtest: ForecastBacktest | None = None
 
 
 class AnomalyInput(BaseModel):
@@ -269,6 +260,26 @@ def backtest_window(n: int, horizon: int) -> int:
     return max(1, min(horizon, n // 5))
 
 
+def backtest_input(inp: BaseModel) -> ForecastInput:
+    """The forecast job whose answer the verifier scores: ``inp`` with its last
+    ``backtest_window`` values (and timestamps) removed, asking for exactly that many steps.
+
+    The held-out values are not in it, so whoever answers it cannot see the truth it is
+    scored on. It is built unvalidated: a history of 8 or 9 values leaves fewer than
+    ``MIN_VALUES`` after the cut, which a user may not send but a backtest may use; a given
+    season longer than half the cut history becomes 1 (too few cycles to use)."""
+    assert isinstance(inp, ForecastInput)
+    n = len(inp.values)
+    w = backtest_window(n, inp.horizon)
+    season = inp.season if inp.season is not None and inp.season <= (n - w) // 2 else (None if inp.season is None else 1)
+    return ForecastInput.model_construct(
+        values=list(inp.values[:-w]),
+        timestamps=list(inp.timestamps[:-w]) if inp.timestamps is not None else None,
+        horizon=w,
+        season=season,
+    )
+
+
 # ---------------------------------------------------------------------------- synthetic series
 
 
@@ -366,13 +377,20 @@ def classical_forecast(values: F, horizon: int, season: int) -> tuple[F, F, F]:
     seasonality when at least two seasons are seen. Intervals from the one-step residual
     spread, widened with the horizon as for ETS(A,N,N): ``sigma_h^2 = sigma^2 (1 + (h-1) alpha^2)``.
     Returns (mean, p10, p90)."""
+    mean, lo, hi, _ = classical_fit(values, horizon, season)
+    return mean, lo, hi
+
+
+def classical_fit(values: F, horizon: int, season: int) -> tuple[F, F, F, float]:
+    """:func:`classical_forecast` plus the fit's mean absolute one-step in-sample residual
+    (a self-assessment from the history alone; compare it with :func:`naive_scale`)."""
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
     x = np.asarray(values, dtype=float)
     n = len(x)
     if float(np.ptp(x)) == 0.0:
         flat = np.full(horizon, x[-1])
-        return flat, flat.copy(), flat.copy()
+        return flat, flat.copy(), flat.copy(), 0.0
     s = season if season > 1 and n >= 2 * season + 2 else 1
     trend = "add" if n >= 10 else None
     with warnings.catch_warnings():
@@ -391,7 +409,8 @@ def classical_forecast(values: F, horizon: int, season: int) -> tuple[F, F, F]:
     alpha = float(fit.params.get("smoothing_level", 0.5) or 0.0)
     h = np.arange(1, horizon + 1)
     width = Z90 * sigma * np.sqrt(1 + (h - 1) * alpha**2)
-    return mean, mean - width, mean + width
+    resid_mae = float(np.mean(np.abs(resid))) if resid.size else sigma
+    return mean, mean - width, mean + width, resid_mae
 
 
 def classical_anomaly_scores(values: F, k: F, season: int) -> F:
@@ -417,21 +436,24 @@ def classical_anomaly_scores(values: F, k: F, season: int) -> F:
 
 
 class ForecastBacktestVerifier(Verifier):
-    """Rules on a forecast with the series' own history.
+    """Rules on a forecast with the series' own history; the verifier holds the truth.
 
-    Design: the verifier sees only (input, output), so the *producer* runs the backtest: its
-    output carries ``backtest``, its forecast of the last ``backtest_window(n, horizon)``
-    values made from the values before them, with the same model. The verifier scores that
-    backtest against the held-out truth and against seasonal-naive on the same window, so a
-    model that is bad on this series is caught by its own track record. The backtest is a
-    self-report; the forecast itself is checked independently for shape, finiteness,
-    ordered and non-degenerate intervals, and a plausibility envelope around the history.
-    An answer without a backtest (a large model's) gets those independent checks only.
+    Design: the skill's ``holdout`` is :func:`backtest_input`, so the run loop asks the
+    same tier, in the same batch as the forecast itself, for a forecast of the history with
+    its last ``backtest_window(n, horizon)`` values cut off. That job never holds the
+    held-out values; this verifier has them (they are in the step's input) and scores the
+    tier's backtest forecast against them, and against seasonal-naive on the same window,
+    so a model that is bad on this series is caught by a track record it could not see.
+    For the large model the backtest is a second call on the cut history. Nothing the
+    producer says about its own accuracy is read.
 
     Rejects: wrong lengths; non-finite values; ``p10 <= mean <= p90`` broken; intervals of
     zero width while the series varies; a mean outside the envelope (history range widened
-    by itself and by ``envelope`` naive-scale steps per horizon step); a backtest whose MASE
-    is above ``(1 + margin) * MASE(seasonal naive) + slack`` on the held-out window."""
+    by itself and by ``envelope`` naive-scale steps per horizon step); a backtest forecast
+    whose MASE is above ``(1 + margin) * MASE(seasonal naive) + slack`` on the held-out
+    window; and any answer without a backtest forecast (the tier gave none, or
+    :meth:`check_batch` was called without one): that answer is not verified, whatever its
+    shape, so the step climbs to the next tier."""
 
     name = "series.backtest"
 
@@ -441,10 +463,15 @@ class ForecastBacktestVerifier(Verifier):
         self.envelope = envelope
 
     def check_batch(self, pairs: Sequence[tuple[BaseModel, BaseModel]]) -> list[Verdict]:
+        """Without backtest forecasts: the shape and plausibility checks, and never ``ok``."""
+        return self.check_holdout_batch([(i, o, None) for i, o in pairs])
+
+    def check_holdout_batch(self, items: Sequence[tuple[BaseModel, BaseModel, BaseModel | None]]) -> list[Verdict]:
         out = []
-        for inp, ans in pairs:
+        for inp, ans, bt in items:
             assert isinstance(inp, ForecastInput) and isinstance(ans, ForecastOutput)
-            out.append(self._check(inp, ans))
+            assert bt is None or isinstance(bt, ForecastOutput)
+            out.append(self._check(inp, ans, bt))
         return out
 
     def _bands(self, mean: list[float], p10: list[float], p90: list[float], n: int, what: str, varies: bool) -> str | None:
@@ -462,7 +489,7 @@ class ForecastBacktestVerifier(Verifier):
             return f"{what} intervals have zero width although the series varies"
         return None
 
-    def _check(self, inp: ForecastInput, ans: ForecastOutput) -> Verdict:
+    def _check(self, inp: ForecastInput, ans: ForecastOutput, bt: ForecastOutput | None) -> Verdict:
         x = np.asarray(inp.values, dtype=float)
         n, h = len(x), inp.horizon
         varies = float(np.ptp(x)) > 0
@@ -483,13 +510,17 @@ class ForecastBacktestVerifier(Verifier):
                 False,
                 f"forecast step {i} is {m[i]:.6g}, outside the plausible range [{lo_env[i]:.6g}, {hi_env[i]:.6g}] of this history",
             )
-        if ans.backtest is None:
-            return self.verdict(True, "forecast well-formed and plausible (no backtest given)", None, backtest=False)
-        bt = ans.backtest
         w = backtest_window(n, h)
-        if bt.window != w:
-            return self.verdict(False, f"backtest window is {bt.window}; for {n} values and horizon {h} it must be {w}")
-        problem = self._bands(bt.mean, bt.p10, bt.p90, w, "backtest", varies)
+        if bt is None:
+            return self.verdict(
+                False,
+                f"unverified: no backtest forecast of the last {w} values from the same tier (a forecast is "
+                "verified only by how its producer forecast values it never saw)",
+                None,
+                backtest=False,
+                window=w,
+            )
+        problem = self._bands(bt.mean, bt.p10, bt.p90, w, "backtest forecast", varies)
         if problem:
             return self.verdict(False, problem)
         hist, held = x[:-w], x[-w:]
@@ -499,7 +530,7 @@ class ForecastBacktestVerifier(Verifier):
         mase_naive = float(np.mean(np.abs(held - seasonal_naive(hist, w, s_bt)))) / bt_scale
         cov = coverage(held, bt.p10, bt.p90)
         limit = (1 + self.margin) * mase_naive + self.slack
-        details = {"backtest_mase": mase_model, "naive_mase": mase_naive, "limit": limit, "backtest_coverage": cov, "window": w}
+        details = {"backtest_mase": mase_model, "naive_mase": mase_naive, "limit": limit, "backtest_coverage": cov, "window": w, "backtest": True}
         if mase_model > limit:
             return self.verdict(
                 False,
