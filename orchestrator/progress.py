@@ -76,6 +76,11 @@ class Progress:
             self.stream.flush()
 
 
+def _usd(x: float) -> str:
+    """Dollars to three significant digits (CPU cents per run are often fractions of a cent)."""
+    return "$0" if x == 0 else f"${x:.3g}"
+
+
 def summary(report: RunReport) -> str:
     """A short human summary of a report (the CLI prints it when --json is not given)."""
     t = report.totals
@@ -86,8 +91,8 @@ def summary(report: RunReport) -> str:
         f"escalated: {t.escalated}  settled per tier: "
         + (", ".join(f"{k} {v}" for k, v in t.per_tier.items()) or "-"),
         f"cost per thought: large-model calls {t.large_model_calls}, planner calls {t.planner_calls}, "
-        f"tokens {t.tokens_in}+{t.tokens_out}, LLM ${t.cost_usd:.4f} + CPU ${t.cpu_cost_usd:.6f} "
-        f"= ${t.total_cost_usd:.4f} (${t.cost_per_step_usd:.6f}/step)",
+        f"tokens {t.tokens_in}+{t.tokens_out}, LLM {_usd(t.cost_usd)} + CPU {_usd(t.cpu_cost_usd)} "
+        f"= {_usd(t.total_cost_usd)} ({_usd(t.cost_per_step_usd)}/step)",
         f"cpu: worker {t.worker_seconds:.3f} s + verifier {t.verifier_seconds:.3f} s + driver {t.driver_seconds:.3f} s "
         f"= {t.cpu_seconds:.3f} s ({t.worker_seconds_per_step * 1000:.2f} ms worker/step), particles {t.particles}"
         + (f", re-sends {t.resends}" if t.resends else ""),
