@@ -1,7 +1,7 @@
 """The ``tinyfleet`` command line (also ``python -m orchestrator``).
 
-Exit status: 0 succeeded; 1 the run failed or stopped partial; 2 bad input or usage, with
-one line on stderr naming the problem (no traceback).
+Exit status: 0 succeeded; 1 the run failed or stopped partial, or a model gave no valid plan;
+2 bad input or usage, with one line on stderr naming the problem (no traceback).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputError, PlanError, TinyfleetError
-from .escalation import Policy
+from .errors import ConfigError, InputError, ModelOutputError, PlanError, TinyfleetError
+from .escalation import Policy, ladder_for
 from .fleet import Fleet
-from .models import RunReport, Strategy
+from .models import RunReport, Step, Strategy
 from .progress import Progress, summary
 from .taskfile import load_task, read_json
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default="ladder")
     r.add_argument("--particles", type=int, default=None, help="particles per step (overrides the plan)")
     r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
+    r.add_argument("--seed", type=int, default=None, help="seed of small-LLM particles (default: drawn per run)")
     add_exec(r)
 
     s = sub.add_parser("skills", help="skills, their tiers, workers and checkpoints")
@@ -128,6 +129,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.task is None and args.resume is None:
         raise _UsageError("run needs a TASK.json file or --resume JOURNAL")
     task = load_task(args.task) if args.task else None
+    if args.seed is not None:  # read by every small-LLM tier's settings (OpenAISettings.seed)
+        os.environ["TINYFLEET_SEED"] = str(args.seed)
     fleet = _make_fleet(args, args.planner)
     if args.particles is not None:
         from planners.rules import RulePlanner
@@ -159,13 +162,21 @@ def _cmd_skills(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(described, indent=2))
         return 0
+    registry, policy = default_registry(), Policy()
     for s in described:
-        tiers = [f"{t['name']}({t['kind']}: {t['worker']})" for t in s["tiers"]]
-        if s["fallback"]:
-            tiers.append(f"{s['fallback']['name']}({s['fallback']['kind']}: {s['fallback']['worker']})")
-        tiers.append("large (with --planner openai)")
+        skill = registry.get(s["skill"])
+        workers = {t["name"]: t["worker"] for t in [*s["tiers"], *([s["fallback"]] if s["fallback"] else [])]}
+
+        def ladder(has_large: bool) -> str:  # the tiers a step climbs, as the run loop picks them
+            try:
+                tiers = ladder_for(Step(id="probe", skill=skill.name), skill, policy, has_large)
+            except ConfigError:
+                return "(no tier: needs --planner openai)"
+            return " -> ".join(f"{t.name}({t.kind}: {workers.get(t.name, 'the planner model')})" for t in tiers)
+
         print(f"{s['skill']}: {s['description']}")
-        print(f"    ladder: {' -> '.join(tiers)}")
+        print(f"    ladder: {ladder(False)}")
+        print(f"    with --planner openai: {ladder(True)}")
         print(f"    verifier: {s['verifier'] or '(none: confidence threshold)'}")
     return 0
 
@@ -222,6 +233,9 @@ def run_guarded(prog: str, command: Callable[[], int]) -> int:
     except _UsageError as e:
         print(f"{prog}: usage error: {e}", file=sys.stderr)
         return 2
+    except ModelOutputError as e:  # the model's failing, not the user's input
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     except (InputError, PlanError, ConfigError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ openai's exceptions: they are converted into these.
     ├── ConfigError          bad settings, a missing checkpoint, an unknown pool
     ├── InputError           a payload that does not fit its skill (bad grid, NaN, ...)
     ├── PlanError            a plan that fails validation (names the step and the problem)
+    │   └── ModelOutputError   a model gave no valid plan after every re-ask (exit 1, not 2)
     ├── BudgetExceeded       a run budget ran out (names the budget)
     ├── WorkerError          a worker crashed, timed out or returned the wrong type
     │   └── WorkerUnavailable  no live worker could take the batch
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "PlanError",
+    "ModelOutputError",
     "BudgetExceeded",
     "WorkerError",
     "WorkerUnavailable",
@@ -46,6 +48,12 @@ class PlanError(TinyfleetError):
     def __init__(self, message: str, *, step: str | None = None) -> None:
         super().__init__(message)
         self.step = step
+
+
+class ModelOutputError(PlanError):
+    """A model's replies held no valid plan after every re-ask. It is a PlanError (the plan
+    is what is wrong), but the model's failing, not the user's input: the command line exits
+    1 for it, where a user's bad plan or task exits 2."""
 
 
 class BudgetExceeded(TinyfleetError):

@@ -112,7 +112,7 @@ class Fleet:
     async def plan(self, task: Task) -> tuple[Plan, Cost]:
         """Ask the planner for a plan and validate it; PlanError names the step and problem."""
         planned = await self.planner.plan(task, self.registry)
-        validate_plan(planned.plan, self.registry, task.budget)
+        validate_plan(planned.plan, self.registry, task.budget, task_inputs=task.inputs)
         return planned.plan, planned.cost
 
     async def run(
@@ -154,7 +154,7 @@ class Fleet:
             planned = await self.planner.plan(task, self.registry)
             plan, planner_cost = planned.plan, planned.cost
             tracker.add(planner_cost)
-        validated = validate_plan(plan, self.registry, task.budget)
+        validated = validate_plan(plan, self.registry, task.budget, task_inputs=task.inputs)
         if jr is None:
             path = Path(journal) if journal else (self.journal_dir / f"{task.id}.sqlite" if self.journal_dir else None)
             if path is not None:
@@ -209,7 +209,7 @@ class Fleet:
         planned = await self.planner.replan(task, plan, failures, self.registry)
         run.budget.add(planned.cost)
         new = planned.plan
-        validated = validate_plan(new, self.registry, task.budget)
+        validated = validate_plan(new, self.registry, task.budget, task_inputs=task.inputs)
         old_steps = {s.id: s for s in plan.steps}
         kept = {
             s.id: run.results[s.id]

@@ -16,6 +16,7 @@ from workers.registry import SkillRegistry, validate_payload
 
 from .errors import InputError, PlanError
 from .models import Budget, Plan, Step
+from .refs import resolve_references, step_inputs_with_task_inputs
 
 __all__ = ["validate_plan", "references", "resolve_inputs", "has_refs", "split_ref", "topological_order"]
 
@@ -80,9 +81,12 @@ def topological_order(plan: Plan) -> list[str]:
     return order
 
 
-def validate_plan(plan: Plan, registry: SkillRegistry, budget: Budget | None = None) -> dict[str, BaseModel]:
+def validate_plan(
+    plan: Plan, registry: SkillRegistry, budget: Budget | None = None, task_inputs: Mapping[str, Any] | None = None
+) -> dict[str, BaseModel]:
     """Check ``plan`` against the registry and budget. Returns the validated inputs of the
-    steps whose inputs are all literals (the rest are validated once their refs resolve)."""
+    steps whose inputs are all literals (the rest are validated once their refs resolve).
+    ``task_inputs`` fills ``{"$input": path}`` references (see ``orchestrator.refs``)."""
     if not plan.steps:
         raise PlanError("plan has no steps; a plan needs at least one step")
     ids: set[str] = set()
@@ -120,9 +124,10 @@ def validate_plan(plan: Plan, registry: SkillRegistry, budget: Budget | None = N
                 f"{s.skill} has tiers {skill.tier_names() + ['large']}",
                 step=s.id,
             )
-        if not has_refs(s):
+        literal = step_inputs_with_task_inputs(s, task_inputs)  # $input filled in; None: resolved at run time
+        if not has_refs(s) and literal is not None:
             try:
-                inp = validate_payload(skill.input_model, s.inputs, what=f"step {s.id!r} ({s.skill}) input")
+                inp = validate_payload(skill.input_model, literal, what=f"step {s.id!r} ({s.skill}) input")
                 if skill.precheck is not None:
                     skill.precheck(inp)
             except InputError as e:
@@ -140,26 +145,6 @@ def validate_plan(plan: Plan, registry: SkillRegistry, budget: Budget | None = N
     return validated
 
 
-def _pluck(value: Any, fields: list[str], ref: str) -> Any:
-    for f in fields:
-        if isinstance(value, Mapping) and f in value:
-            value = value[f]
-        elif isinstance(value, list) and f.isdigit() and int(f) < len(value):
-            value = value[int(f)]
-        else:
-            raise InputError(f"reference {ref!r}: the output has no field {f!r}")
-    return value
-
-
 def resolve_inputs(value: Any, outputs: Mapping[str, Any]) -> Any:
     """Replace every ``{"$ref": ...}`` in ``value`` with the referenced output (or field)."""
-    if isinstance(value, dict):
-        if set(value) == {"$ref"}:
-            head, fields = split_ref(value["$ref"])
-            if head not in outputs:
-                raise InputError(f"reference {value['$ref']!r}: step {head!r} has no output")
-            return _pluck(outputs[head], fields, value["$ref"])
-        return {k: resolve_inputs(v, outputs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_inputs(v, outputs) for v in value]
-    return value
+    return resolve_references(value, outputs)

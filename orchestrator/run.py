@@ -37,7 +37,8 @@ from .executor import PoolSpec
 from .journal import Journal
 from .ledger import DriverClock, totals
 from .models import Attempt, Cost, Event, EventKind, Plan, RunReport, RunStatus, Step, StepResult, Task, Trial, Verdict
-from .plan_check import references, resolve_inputs, split_ref, topological_order
+from .plan_check import references, split_ref, topological_order
+from .refs import resolve_references
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -215,7 +216,7 @@ class PlanRun:
     def _input(self, step: Step, skill: Skill) -> BaseModel:
         if step.id in self.validated:
             return self.validated[step.id]
-        raw = resolve_inputs(step.inputs, self.outputs)
+        raw = resolve_references(step.inputs, self.outputs, self.task.inputs)  # $ref and $input
         inp = validate_payload(skill.input_model, raw, what=f"step {step.id!r} ({skill.name}) input")
         if skill.precheck is not None:
             skill.precheck(inp)

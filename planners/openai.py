@@ -4,10 +4,16 @@
 server) with the async ``openai`` client. It
 
 - **plans**: the task and the registered skills in, a typed :class:`~orchestrator.Plan` out,
-  through structured output (``response_format`` json_schema from the pydantic model; JSON
-  mode, then plain text, when a server rejects it). Plans that do not parse or do not pass
-  :func:`~orchestrator.validate_plan` go back to the model with the exact problem, a bounded
-  number of times, then :class:`~orchestrator.PlanError`;
+  through structured output (a strict schema on OpenAI, ``planners.strict_schema``; the
+  plain json_schema elsewhere; JSON mode, then plain text, when a server rejects one). The
+  prompt carries the skills as short signatures and the task's large inputs as summaries;
+  plans pass task data on by ``{"$input": path}`` instead of copying it. Replies are read by
+  ``planners.reply_parsing`` (prose, fences, ``<think>`` blocks, ``reasoning_content``). A
+  plan with problems goes back once with *all* of them (``planners.plan_problems``) and only
+  the last plan, not the whole conversation, a bounded number of times, then
+  :class:`~orchestrator.errors.ModelOutputError` (exit 1). A server that says the prompt is
+  too long for its context gets smaller prompts, then :class:`ContextTooLong` saying what
+  was sent;
 - **replans** after failed steps, told what failed and why;
 - **solves** escalated steps (the last tier of every ladder), typed by the skill's output
   model; the run loop verifies the answer like any other.
@@ -15,7 +21,8 @@ server) with the async ``openai`` client. It
 Every call goes through :class:`ChatClient`: tenacity retries with exponential backoff and
 jitter on 429, 5xx, timeouts and connection errors (``Retry-After`` honoured up to a cap;
 the client's own retries are off so they do not multiply), a timeout per call, token usage
-and dollars from a :class:`~orchestrator.PriceTable`. The API key is a ``SecretStr``; every
+and dollars from a :class:`~orchestrator.PriceTable` (the built-in one of ``planners.prices``
+by default). The API key is a ``SecretStr``; every
 text that leaves this module (errors, log lines, attempt info) is scrubbed of it.
 
     planner = OpenAIPlanner.from_env(large_model="gpt-4o")      # OPENAI_API_KEY, OPENAI_BASE_URL
@@ -33,36 +40,60 @@ import random
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
 
-from orchestrator.errors import ConfigError, PlanError, WorkerError, WorkerUnavailable
+from orchestrator.errors import (
+    ConfigError,
+    ModelOutputError,
+    WorkerError,
+    WorkerUnavailable,
+)
 from orchestrator.ledger import PriceTable
 from orchestrator.models import Attempt, Cost, Plan, Step, StepResult, Task
-from orchestrator.plan_check import validate_plan
 from workers.base import Skill
 from workers.registry import SkillRegistry
 
 from .base import Planned
+from .plan_problems import plan_problems
+from .plan_prompt import (
+    DETAILS,
+    Detail,
+    compact,
+    failure_text,
+    planner_system,
+    task_text,
+)
+from .prices import load_price_table, model_price
+from .reply_parsing import ModelReply, ReplyError, excerpt, read_json_reply
+from .strict_schema import drop_strict_nulls, strict_plan_schema
 
 __all__ = [
-    "OpenAIPlanner",
-    "OpenAISettings",
     "ChatClient",
     "Completion",
-    "LLMUnavailable",
+    "ContextTooLong",
     "LLMRequestError",
+    "LLMUnavailable",
+    "OpenAIPlanner",
+    "OpenAISettings",
     "parse_json_reply",
 ]
 
 log = logging.getLogger("tinyfleet.llm")
 
-ResponseFormat = Literal["json_schema", "json_object", "none"]
-_FORMAT_LADDER: list[ResponseFormat] = ["json_schema", "json_object", "none"]
+ResponseFormat = Literal["auto", "json_schema_strict", "json_schema", "json_object", "none"]
+_FORMAT_LADDER: list[ResponseFormat] = ["json_schema_strict", "json_schema", "json_object", "none"]
+_STRICT_HOSTS = re.compile(r"^https://(api\.openai\.com|[^/]+\.openai\.azure\.com)(/|$)")
 
 
 # ---------------------------------------------------------------------------- errors
@@ -76,13 +107,34 @@ class LLMRequestError(WorkerError):
     """The model endpoint refused a request for a reason retrying cannot fix (a 4xx)."""
 
 
+class ContextTooLong(LLMRequestError):
+    """The server said the prompt does not fit its context window. ``limit`` and
+    ``requested`` are the token counts it named (None when it named none)."""
+
+    def __init__(self, message: str, *, limit: int | None = None, requested: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.requested = requested
+
+
+_CONTEXT_ERROR = re.compile(
+    r"(?i)context[ _]length|context window|maximum context|too many tokens|prompt is too long|exceeds the (model's )?context"
+)
+_TOKEN_COUNT = re.compile(r"(?i)\b(\d+)\s*(?:input\s+)?tokens\b")
+
+
 # ---------------------------------------------------------------------------- settings
 
 
 class OpenAISettings(BaseModel):
     """Where the models are and how to call them. ``from_env`` reads ``OPENAI_API_KEY``,
-    ``OPENAI_BASE_URL``, ``TINYFLEET_LARGE_MODEL``, ``TINYFLEET_SMALL_MODEL`` and
-    ``TINYFLEET_LLM_TIMEOUT_S``. The key is a SecretStr: its repr shows ``**********``."""
+    ``OPENAI_BASE_URL``, ``TINYFLEET_LARGE_MODEL``, ``TINYFLEET_SMALL_MODEL``,
+    ``TINYFLEET_LLM_TIMEOUT_S``, ``TINYFLEET_RESPONSE_FORMAT`` and ``TINYFLEET_SEED``. The key
+    is a SecretStr: its repr shows ``**********``.
+
+    ``response_format="auto"`` asks OpenAI itself (api.openai.com, Azure OpenAI) for a strict
+    schema (``planners.strict_schema``) and other servers for the plain one; a server that
+    rejects a format steps down the ladder strict -> json_schema -> json_object -> none."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,8 +148,12 @@ class OpenAISettings(BaseModel):
     backoff_initial_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=20.0, ge=0)
     retry_after_cap_s: float = Field(default=30.0, ge=0, description="longest Retry-After honoured")
-    response_format: ResponseFormat = "json_schema"
+    response_format: ResponseFormat = "auto"
     max_repairs: int = Field(default=3, ge=0, le=10, description="re-asks after an invalid plan or answer")
+    repair_budget_tokens: int = Field(
+        default=4000, ge=200, description="most tokens (chars / 4) a re-ask adds: the last plan and its problems"
+    )
+    seed: int | None = Field(default=None, description="base of the small model's particle seeds (None: drawn per batch)")
     temperature: float = Field(default=0.0, ge=0, le=2, description="planner and large model")
     small_temperature: float = Field(default=0.8, gt=0, le=2, description="small-LLM particles")
     max_tokens: int | None = Field(default=None, ge=1)
@@ -115,6 +171,8 @@ class OpenAISettings(BaseModel):
             ("TINYFLEET_LARGE_MODEL", "large_model"),
             ("TINYFLEET_SMALL_MODEL", "small_model"),
             ("TINYFLEET_LLM_TIMEOUT_S", "timeout_s"),
+            ("TINYFLEET_RESPONSE_FORMAT", "response_format"),
+            ("TINYFLEET_SEED", "seed"),
         ):
             if env.get(var):
                 values[key] = env[var]
@@ -179,10 +237,17 @@ class Completion:
     cost_usd: float
     finish_reason: str | None
     tries: int
+    reasonings: list[str] = field(default_factory=list)
+    format: str = "none"
 
     @property
     def text(self) -> str:
         return self.texts[0] if self.texts else ""
+
+    @property
+    def reply(self) -> ModelReply:
+        """The first choice's content and reasoning, for :func:`read_json_reply`."""
+        return ModelReply(self.text, self.reasonings[0] if self.reasonings else "")
 
     def cost(self, *, large: bool) -> Cost:
         return Cost(
@@ -276,9 +341,11 @@ class ChatClient:
     def __init__(self, settings: OpenAISettings, *, prices: PriceTable | None = None) -> None:
         self.settings = settings
         self._key = settings.require_key()
-        self.prices = prices or PriceTable()
+        self.prices = prices if prices is not None else load_price_table()
         self.redact = _Redactor([self._key])
         self.format: ResponseFormat = settings.response_format
+        if self.format == "auto":
+            self.format = "json_schema_strict" if _STRICT_HOSTS.match(settings.base_url) else "json_schema"
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -299,12 +366,22 @@ class ChatClient:
             await self._client.close()
         self._client, self._loop = None, None
 
-    def _response_format(self, schema: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
-        if schema is None or self.format == "none":
+    def _effective_format(self, strict_schema: dict[str, Any] | None) -> ResponseFormat:
+        if self.format == "json_schema_strict" and strict_schema is None:
+            return "json_schema"  # no strict form of this schema: send the plain one
+        return self.format
+
+    def _response_format(
+        self, schema: dict[str, Any] | None, name: str, strict_schema: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        fmt = self._effective_format(strict_schema)
+        if schema is None or fmt == "none":
             return None
-        if self.format == "json_object":
+        if fmt == "json_object":
             return {"type": "json_object"}
         safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "answer"
+        if fmt == "json_schema_strict" and strict_schema is not None:
+            return {"type": "json_schema", "json_schema": {"name": safe, "schema": strict_schema, "strict": True}}
         return {"type": "json_schema", "json_schema": {"name": safe, "schema": schema, "strict": False}}
 
     async def complete(
@@ -314,25 +391,29 @@ class ChatClient:
         model: str,
         schema: dict[str, Any] | None = None,
         schema_name: str = "answer",
+        strict_schema: dict[str, Any] | None = None,
         temperature: float | None = None,
         seed: int | None = None,
         what: str = "call",
     ) -> Completion:
-        """One chat completion (retried). ``schema`` asks for structured output; when the
-        server rejects it, JSON mode and then plain text are tried (and remembered)."""
+        """One chat completion (retried). ``schema`` asks for structured output (as
+        ``strict_schema`` with ``strict: true`` where the server takes it); when the server
+        rejects a format, the next one down the ladder is tried (and remembered)."""
         while True:
             used = self.format
-            fmt = self._response_format(schema, schema_name)
+            effective = self._effective_format(strict_schema)
+            fmt = self._response_format(schema, schema_name, strict_schema)
             try:
-                return await self._call(messages, model, fmt, temperature, seed, what)
+                done = await self._call(messages, model, fmt, temperature, seed, what)
+                return done if fmt is None else _with_format(done, effective)
             except _FormatRejected as rejected:
                 reason = str(rejected)
             if self.format != used:
                 continue  # a concurrent call already fell back
-            nxt = _FORMAT_LADDER[_FORMAT_LADDER.index(used) + 1]
+            nxt = _FORMAT_LADDER[_FORMAT_LADDER.index(effective) + 1]
             log.warning(
                 "%s: %s rejected response_format %r (%s); falling back to %r",
-                what, self.settings.base_url, used, reason, nxt,
+                what, self.settings.base_url, effective, reason, nxt,
             )
             self.format = nxt
 
@@ -400,6 +481,13 @@ class ChatClient:
             )
         if isinstance(e, openai.APIStatusError):
             code = e.status_code
+            if code in (400, 413, 422) and (_error_code(e) == "context_length_exceeded" or _CONTEXT_ERROR.search(desc)):
+                numbers = [int(n) for n in _TOKEN_COUNT.findall(desc)]
+                return ContextTooLong(
+                    f"{what}: the prompt does not fit the context window of {where} ({desc})",
+                    limit=numbers[0] if numbers else None,
+                    requested=numbers[1] if len(numbers) > 1 else None,
+                )
             if code in (400, 422) and fmt is not None and _ABOUT_FORMAT.search(desc):
                 return _FormatRejected(desc)
             if code in (401, 403):
@@ -422,63 +510,66 @@ class ChatClient:
                 f"({self.redact(type(response).__name__)}); check OPENAI_BASE_URL"
             )
         texts = [self.redact.literal(c.message.content or "") for c in choices if c.message is not None]
+        reasonings = [self.redact.literal(_reasoning_of(c.message)) for c in choices if c.message is not None]
         usage = getattr(response, "usage", None)
         tin = int(getattr(usage, "prompt_tokens", 0) or 0)
         tout = int(getattr(usage, "completion_tokens", 0) or 0)
         if usage is None:
             log.info("%s: %s returned no usage numbers; tokens count as 0", what, self.settings.base_url)
-        cost = self.prices.price(model).cost(tin, tout)
+        cost = model_price(self.prices, model).cost(tin, tout)
         finish = choices[0].finish_reason if choices else None
-        return Completion(texts, model, tin, tout, cost, finish, tries)
+        return Completion(texts, model, tin, tout, cost, finish, tries, reasonings)
+
+
+def _reasoning_of(message: Any) -> str:
+    """A message's reasoning text: ``reasoning_content`` (DeepSeek, vLLM, SGLang) or
+    ``reasoning`` (Ollama, OpenRouter); empty when the server sends none."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None)
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
+
+
+def _with_format(done: Completion, fmt: str) -> Completion:
+    return Completion(
+        done.texts, done.model, done.tokens_in, done.tokens_out, done.cost_usd, done.finish_reason, done.tries,
+        done.reasonings, fmt,
+    )
 
 
 # ---------------------------------------------------------------------------- replies
 
-_FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?\s*```\s*$", re.S)
+
+def parse_json_reply(text: str | ModelReply) -> Any:
+    """The first JSON value in a model's reply (prose, fences and ``<think>`` blocks
+    tolerated; see ``planners.reply_parsing``). ValueError says why there is none."""
+    return read_json_reply(text, lambda value: value, what="a JSON value")
 
 
-def parse_json_reply(text: str) -> Any:
-    """The JSON value in a model's reply (code fences tolerated). ValueError says why not."""
-    if not text.strip():
-        raise ValueError("the reply is empty; it must be one JSON object")
-    m = _FENCE.match(text)
-    body = m.group(1) if m else text
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"the reply is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-
-
-def _fit_error(e: ValidationError) -> str:
+def _fit_error(e: ValidationError, limit: int = 6) -> str:
     parts = []
-    for err in e.errors()[:3]:
+    for err in e.errors()[:limit]:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
         parts.append(f"{loc}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
-    return "; ".join(parts)
+    more = len(e.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def _compact(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), default=str)
+def _bare_schema(node: Any) -> Any:
+    """A JSON schema without titles and descriptions (what a model needs, in fewer tokens)."""
+    if isinstance(node, dict):
+        return {k: _bare_schema(v) for k, v in node.items() if k not in ("title", "description")}
+    if isinstance(node, list):
+        return [_bare_schema(v) for v in node]
+    return node
 
 
-_PLAN_SCHEMA = Plan.model_json_schema()
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return dict(_bare_schema(model.model_json_schema()))
 
-_PLANNER_SYSTEM = """You are the planner of tinyfleet. A fleet of small, fast workers executes your plan; \
-each step's answer is checked by a verifier where one exists, and steps that fail climb to stronger models.
 
-Turn the user's task into a plan: one JSON object {"steps": [...], "output": ...}.
-- Each step: {"id": a short unique id (letters, digits, _ or -), "skill": one of the skills below, \
-"inputs": an object that fits that skill's input_schema}.
-- To use an earlier step's output, put {"$ref": "<step id>"} or {"$ref": "<step id>.<field>"} where the \
-value goes. Steps that do not depend on each other run in parallel: split independent work into separate steps.
-- "after" (optional): ids of steps that must finish first even without a $ref.
-- "output": the step id (or "<step id>.<field>", or a list of them) whose output answers the task.
-- No cycles; reference only steps of this plan; copy literal data from the task into step inputs exactly.
-Reply with the JSON object only, matching this JSON schema:
-{plan_schema}
-
-Skills:
-{skills}"""
+_PLAN_SCHEMA = model_schema(Plan)
 
 _SOLVE_SYSTEM = """You are the large model of tinyfleet. Smaller workers could not give a verified answer \
 to this step, so it is yours. Your answer will be checked.
@@ -487,40 +578,34 @@ Reply with one JSON object only, matching this JSON schema:
 {schema}"""
 
 
-def _skills_text(skills: SkillRegistry) -> str:
-    rows = [
-        {
-            "skill": s.name,
-            "description": s.description,
-            "input_schema": s.input_model.model_json_schema(),
-            "output_schema": s.output_model.model_json_schema(),
-        }
-        for s in sorted(skills, key=lambda s: s.name)
-    ]
-    return "\n".join(_compact(r) for r in rows)
+class _PlanProblems(ValueError):
+    """Internal: a reply's plan parsed but has problems (all of them, from ``plan_problems``)."""
+
+    def __init__(self, plan: Plan, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.plan = plan
+        self.problems = problems
 
 
-def _task_text(task: Task) -> str:
-    lines = [f"Task: {task.goal.strip() or '(no goal text; the inputs and skill say it)'}"]
-    if task.skill:
-        lines.append(f"Skill named by the user: {task.skill}")
-    if task.inputs:
-        lines.append(f"Task inputs (JSON): {_compact(task.inputs)}")
-    if task.budget.max_steps < 100_000:
-        lines.append(f"The plan may have at most {task.budget.max_steps} steps.")
-    return "\n".join(lines)
+class _NotAPlan(ValueError):
+    """Internal: a JSON value that does not fit the plan schema."""
 
 
-def _failure_text(r: StepResult) -> dict[str, Any]:
-    reasons = [t.verdict.reason for t in r.trials if t.verdict is not None and not t.verdict.ok and t.verdict.reason]
-    return {
-        "step": r.step_id,
-        "skill": r.skill,
-        "status": r.status,
-        "error": r.error,
-        "tiers_tried": r.tiers_tried,
-        "verifier_said": reasons[-3:],
-    }
+def _is_planlike(value: Any) -> bool:
+    return isinstance(value, dict) and "steps" in value
+
+
+def _best_failure(err: ReplyError) -> tuple[Any, list[str]]:
+    """(the JSON to show the model again, its problems) of the most promising candidate:
+    a plan with the fewest problems, else something shaped like a plan, else the first."""
+    plans = [(v, e) for v, e in err.failures if isinstance(e, _PlanProblems)]
+    if plans:
+        value, e = min(plans, key=lambda p: len(p[1].problems))  # type: ignore[union-attr]
+        return value, list(e.problems)  # type: ignore[union-attr]
+    shaped = [(v, e) for v, e in err.failures if _is_planlike(v)]
+    if shaped:
+        return shaped[0][0], [str(shaped[0][1])]
+    return None, [str(err)]
 
 
 # ---------------------------------------------------------------------------- the planner
@@ -539,7 +624,8 @@ class OpenAIPlanner:
         solve_confidence: float = 0.8,
     ) -> None:
         self.settings = settings if settings is not None else OpenAISettings.from_env()
-        self.chat = ChatClient(self.settings, prices=prices)  # ConfigError without a key
+        self.prices = prices if prices is not None else load_price_table()
+        self.chat = ChatClient(self.settings, prices=self.prices)  # ConfigError without a key
         self.model = self.settings.large_model
         self.name = f"openai:{self.model}"
         self.solve_confidence = solve_confidence
@@ -569,68 +655,124 @@ class OpenAIPlanner:
     # ------------------------------------------------------------------ planning
 
     async def plan(self, task: Task, skills: SkillRegistry) -> Planned:
-        messages = [
-            {"role": "system", "content": self._system(skills)},
-            {"role": "user", "content": _task_text(task)},
-        ]
-        return await self._plan_loop(messages, task, skills, "plan")
+        return await self._fitting(task, skills, "plan", lambda d: task_text(task, d))
 
     async def replan(self, task: Task, plan: Plan, failures: list[StepResult], skills: SkillRegistry) -> Planned:
-        failed = [_failure_text(r) for r in failures]
-        user = (
-            f"{_task_text(task)}\n\nThe previous plan (JSON): {plan.model_dump_json(exclude_defaults=True)}\n"
-            f"These steps did not succeed (JSON, one per line):\n" + "\n".join(_compact(f) for f in failed) + "\n\n"
-            "Write a new complete plan for the task that avoids these failures: fix the inputs, split the work "
-            "differently, or use another skill."
-        )
-        messages = [{"role": "system", "content": self._system(skills)}, {"role": "user", "content": user}]
-        return await self._plan_loop(messages, task, skills, "replan")
+        failed = [failure_text(r) for r in failures]
 
-    def _system(self, skills: SkillRegistry) -> str:
-        return _PLANNER_SYSTEM.replace("{plan_schema}", _compact(_PLAN_SCHEMA)).replace("{skills}", _skills_text(skills))
+        def user(detail: Detail) -> str:
+            return (
+                f"{task_text(task, detail)}\n\nThe previous plan (JSON): {plan.model_dump_json(exclude_defaults=True)}\n"
+                "These steps did not succeed (JSON, one per line):\n" + "\n".join(compact(f) for f in failed) + "\n\n"
+                "Write a new complete plan for the task that avoids these failures: fix the inputs, split the work "
+                "differently, or use another skill."
+            )
 
-    async def _plan_loop(self, messages: list[dict[str, str]], task: Task, skills: SkillRegistry, what: str) -> Planned:
+        return await self._fitting(task, skills, "replan", user)
+
+    async def _fitting(self, task: Task, skills: SkillRegistry, what: str, user: Any) -> Planned:
+        """Plan with the fullest prompt; when the server says it does not fit its context,
+        again with smaller ones (shorter summaries and skill descriptions); say what did
+        not fit when even the smallest does not."""
         cost = Cost()
-        problem = ""
+        too_long: ContextTooLong | None = None
+        sizes: list[str] = []
+        for level, detail in enumerate(DETAILS):
+            system, text = planner_system(skills, detail), user(detail)
+            sizes.append(f"level {level}: skills {len(system)} chars, task {len(text)} chars")
+            try:
+                planned = await self._plan_loop(system, text, task, skills, what)
+            except ContextTooLong as e:
+                too_long = e
+                log.warning("%s: %s; trying a smaller prompt", what, e)
+                continue
+            if level:
+                log.info("%s: the plan fitted with the prompt at detail level %d of %d", what, level, len(DETAILS) - 1)
+            return Planned(planned.plan, planned.cost + cost)
+        assert too_long is not None
+        limit = f"{too_long.limit} tokens" if too_long.limit else "its limit"
+        raise ContextTooLong(
+            f"{what}: even the smallest prompt does not fit the context window of the model {self.model!r} at "
+            f"{self.settings.base_url} ({limit}); what was sent: {'; '.join(sizes)}. The skill list and the task's goal "
+            "text are sent whole: register fewer skills for this task, shorten the goal, or use a server with a "
+            "longer context",
+            limit=too_long.limit,
+            requested=too_long.requested,
+        )
+
+    def _repair_message(self, shown: Any, problems: list[str]) -> list[dict[str, str]]:
+        """The assistant's last plan and all its problems, within ``repair_budget_tokens``
+        (counted as characters / 4)."""
+        budget_chars = self.settings.repair_budget_tokens * 4
+        plan_text = compact(shown) if shown is not None else ""
+        lines: list[str] = []
+        used = 0
+        for k, p in enumerate(problems, 1):
+            line = f"{k}. {p}"
+            if used + len(line) > budget_chars // 2 and lines:
+                lines.append(f"... and {len(problems) - k + 1} more problem(s)")
+                break
+            lines.append(line)
+            used += len(line)
+        n = len(problems)
+        ask = (
+            f"That plan has {n} problem{'s' if n != 1 else ''}; fix all of them at once:\n" + "\n".join(lines) + "\n"
+            "Reply with the complete corrected plan as one JSON object."
+        )
+        out: list[dict[str, str]] = []
+        if plan_text and len(plan_text) + used <= budget_chars:
+            out.append({"role": "assistant", "content": plan_text})
+        elif plan_text:
+            ask = f"(Your last plan was {len(plan_text)} characters, too long to show again.)\n" + ask
+        out.append({"role": "user", "content": ask})
+        return out
+
+    async def _plan_loop(self, system: str, user: str, task: Task, skills: SkillRegistry, what: str) -> Planned:
+        base = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = base
+        strict = strict_plan_schema(skills) if self.chat.format == "json_schema_strict" else None
+        cost = Cost()
+        problems: list[str] = []
+        last_reply = ""
         tries = self.settings.max_repairs + 1
         for k in range(tries):
             reply = await self.chat.complete(
-                messages, model=self.model, schema=_PLAN_SCHEMA, schema_name="tinyfleet_plan", what=f"{what} ({self.name})"
+                messages, model=self.model, schema=_PLAN_SCHEMA, schema_name="tinyfleet_plan", strict_schema=strict,
+                what=f"{what} ({self.name})",
             )
             cost = cost + reply.cost(large=True)
-            try:
-                plan = self._parse_plan(reply.text)
-                validate_plan(plan, skills, task.budget)
-                return Planned(plan, cost)
-            except PlanError as e:
-                problem = str(e)
-            log.info("%s: plan %d/%d from %s is invalid: %s", what, k + 1, tries, self.model, problem)
-            messages = [
-                *messages,
-                {"role": "assistant", "content": reply.text},
-                {
-                    "role": "user",
-                    "content": f"That plan is invalid: {problem}\nFix exactly this problem and reply with the "
-                    "complete corrected plan as one JSON object.",
-                },
-            ]
-        raise PlanError(
-            f"the planner model {self.model!r} gave no valid plan in {tries} tries; last problem: {problem}. "
-            "Rephrase the goal, name the skill in the task, or use a stronger TINYFLEET_LARGE_MODEL"
-        )
+            was_strict = reply.format == "json_schema_strict"
 
-    @staticmethod
-    def _parse_plan(text: str) -> Plan:
-        try:
-            doc = parse_json_reply(text)
-        except ValueError as e:
-            raise PlanError(str(e)) from None
-        if not isinstance(doc, dict):
-            raise PlanError(f"the reply is a JSON {type(doc).__name__}; it must be an object with 'steps' and 'output'")
-        try:
-            return Plan.model_validate(doc)
-        except ValidationError as e:
-            raise PlanError(f"the reply does not fit the plan schema: {_fit_error(e)}") from None
+            def fit(value: Any, was_strict: bool = was_strict) -> Plan:
+                if not isinstance(value, dict):
+                    raise _NotAPlan(f"the JSON is a {type(value).__name__}; it must be an object with 'steps' and 'output'")
+                if was_strict:
+                    value = drop_strict_nulls(value, skills)
+                try:
+                    plan = Plan.model_validate(value)
+                except ValidationError as e:
+                    raise _NotAPlan(f"the reply does not fit the plan schema: {_fit_error(e)}") from None
+                found = plan_problems(plan, skills, task.budget, task.inputs)
+                if found:
+                    raise _PlanProblems(plan, found)
+                return plan
+
+            try:
+                plan = read_json_reply(reply.reply, fit, what="a plan {\"steps\": [...], \"output\": ...}")
+                return Planned(plan, cost)
+            except ReplyError as e:
+                shown, problems = _best_failure(e)
+                last_reply = reply.text or reply.reply.reasoning
+            log.info("%s: plan %d/%d from %s has %d problem(s): %s", what, k + 1, tries, self.model, len(problems),
+                     "; ".join(problems))
+            messages = [*base, *self._repair_message(shown, problems)]
+        quoted = any("the reply began" in p for p in problems)
+        said = f'; its last reply began: "{excerpt(last_reply)}"' if last_reply.strip() and not quoted else ""
+        raise ModelOutputError(
+            f"the planner model {self.model!r} gave no valid plan in {tries} tries; last problem(s): "
+            f"{'; '.join(problems)}{said}. Rephrase the goal, name the skill in the task, or use a stronger "
+            "TINYFLEET_LARGE_MODEL"
+        )
 
     # ------------------------------------------------------------------ escalations
 
@@ -641,26 +783,33 @@ class OpenAIPlanner:
         system = (
             _SOLVE_SYSTEM.replace("{name}", skill.name)
             .replace("{description}", skill.description)
-            .replace("{schema}", _compact(schema))
+            .replace("{schema}", compact(_bare_schema(schema)))
         )
-        messages = [
+        base = [
             {"role": "system", "content": system},
             {"role": "user", "content": f"Step {step.id!r} input (JSON): {inputs.model_dump_json()}"},
         ]
+        messages = base
         cost = Cost()
         problem = ""
         t0 = time.perf_counter()
         tries = self.settings.max_repairs + 1
+
+        def fit(value: Any) -> BaseModel:
+            try:
+                return skill.output_model.model_validate(value)
+            except ValidationError as e:
+                raise ValueError(_fit_error(e)) from None
+
         for k in range(tries):
             reply = await self.chat.complete(
                 messages, model=self.model, schema=schema, schema_name=skill.name, what=f"solve {step.id} ({self.name})"
             )
             cost = cost + reply.cost(large=True)
             try:
-                doc = parse_json_reply(reply.text)
-                out = skill.output_model.model_validate(doc)
-            except ValueError as e:  # pydantic's ValidationError is a ValueError
-                problem = _fit_error(e) if isinstance(e, ValidationError) else str(e)
+                out = read_json_reply(reply.reply, fit, what=f"one {skill.output_model.__name__} object")
+            except ReplyError as e:
+                problem = str(e.failures[0][1]) if len(e.failures) == 1 else str(e)
             else:
                 return Attempt(
                     output=out.model_dump(mode="json"),
@@ -671,9 +820,10 @@ class OpenAIPlanner:
                 )
             log.info("solve %s: answer %d/%d from %s does not fit %s: %s", step.id, k + 1, tries, self.model,
                      skill.output_model.__name__, problem)
+            shown = reply.text if len(reply.text) <= self.settings.repair_budget_tokens * 2 else excerpt(reply.text, 400)
             messages = [
-                *messages,
-                {"role": "assistant", "content": reply.text},
+                *base,
+                {"role": "assistant", "content": shown},
                 {"role": "user", "content": f"That answer is invalid: {problem}\nReply with the corrected JSON object only."},
             ]
         return Attempt(

@@ -15,11 +15,22 @@ client's timeout, bodies that are not JSON, error bodies that echo the Authoriza
 
 Every request is recorded (``server.requests``) with its headers and body, and every
 successful reply's usage numbers are summed (``server.usage_totals()``).
+
+Usage numbers are the scripted ones (``Reply.prompt_tokens``...) unless the server is started
+with ``count_usage=True``: it then counts them itself from what went over the wire, with
+:func:`count_tokens` (characters / 4; ``counter=count_pieces`` counts stricter), prompt =
+every message's content plus the ``response_format`` JSON, completion = the reply's content
+plus its reasoning. ``context_limit=N`` then answers a
+request whose prompt counts more than N tokens with the 400 ``context_length_exceeded`` that
+OpenAI and vLLM send. ``Reply(reasoning=...)`` puts text in ``reasoning_content`` (as
+DeepSeek-R1 / Qwen3 servers with a reasoning parser do); ``Reply(content=None)`` sends a null
+content.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -31,7 +42,23 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ScriptedOpenAIServer", "Reply", "Fault", "RecordedRequest", "openai_server"]
+__all__ = ["ScriptedOpenAIServer", "Reply", "Fault", "RecordedRequest", "openai_server", "count_tokens", "count_pieces"]
+
+_PIECE = re.compile(r"[A-Za-z]+|\d{1,3}|[^\sA-Za-z\d]")
+
+
+def count_tokens(text: str) -> int:
+    """Tokens as this fixture counts them: characters / 4, rounded up, the estimate the
+    project's benchmark states and the one issue 21 measured with (OpenAI's rule of thumb
+    for English). No tokenizer file is needed, nothing downloads."""
+    return -(-len(text) // 4)
+
+
+def count_pieces(text: str) -> int:
+    """A stricter count, for comparison: every run of letters, every group of up to three
+    digits and every other non-space character is one token (a BPE tokenizer such as
+    cl100k merges punctuation like '":"', so it counts JSON at or below this)."""
+    return len(_PIECE.findall(text))
 
 
 @dataclass(frozen=True)
@@ -39,11 +66,12 @@ class Reply:
     """A successful chat completion. ``content`` is the message text (a list gives one text
     per choice); usage numbers are returned as given."""
 
-    content: str | list[str] = ""
+    content: str | list[str] | None = ""
     prompt_tokens: int = 100
     completion_tokens: int = 20
     finish_reason: str = "stop"
     delay_s: float = 0.0
+    reasoning: str | None = None
 
     @classmethod
     def json(cls, obj: Any, **kw: Any) -> Reply:
@@ -127,9 +155,22 @@ class RecordedRequest:
 class ScriptedOpenAIServer:
     """A test fixture serving ``/v1/chat/completions`` and ``/v1/models`` on 127.0.0.1."""
 
-    def __init__(self, *, json_schema_supported: bool = True, json_object_supported: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        json_schema_supported: bool = True,
+        json_object_supported: bool = True,
+        strict_supported: bool = True,
+        count_usage: bool = False,
+        context_limit: int | None = None,
+        counter: Callable[[str], int] = count_tokens,
+    ) -> None:
         self.json_schema_supported = json_schema_supported
         self.json_object_supported = json_object_supported
+        self.strict_supported = strict_supported
+        self.count_usage = count_usage
+        self.context_limit = context_limit
+        self.counter = counter
         self.requests: list[RecordedRequest] = []
         self.usage: list[tuple[str, int, int]] = []  # (model, prompt, completion) per successful reply
         self._queue: deque[Script] = deque()
@@ -214,6 +255,18 @@ class ScriptedOpenAIServer:
             return _error(400, "response_format type 'json_schema' is not supported by this server", param="response_format")
         if rf.get("type") == "json_object" and not self.json_object_supported:
             return _error(400, "response_format type 'json_object' is not supported by this server", param="response_format")
+        if (rf.get("json_schema") or {}).get("strict") and not self.strict_supported:
+            return _error(400, "Invalid schema for response_format: strict mode is not supported", param="response_format")
+        prompt_count = self.counter(_prompt_text(req)) if self.count_usage else 0
+        if self.context_limit is not None and prompt_count > self.context_limit:
+            req.answered = "fault:400"
+            return _error(
+                400,
+                f"This model's maximum context length is {self.context_limit} tokens. However, your messages "
+                f"resulted in {prompt_count} tokens. Please reduce the length of the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
         item = self._next(req)
         if isinstance(item, Fault):
             req.answered = f"fault:{item.status}"
@@ -231,29 +284,47 @@ class ScriptedOpenAIServer:
         n = int(body.get("n") or 1)
         texts = item.content if isinstance(item.content, list) else [item.content] * n
         model = str(body.get("model", ""))
+        prompt, completion = item.prompt_tokens, item.completion_tokens
+        if self.count_usage:
+            prompt = prompt_count
+            completion = sum(self.counter(t or "") + self.counter(item.reasoning or "") for t in texts)
         with self._lock:
-            self.usage.append((model, item.prompt_tokens, item.completion_tokens))
+            self.usage.append((model, prompt, completion))
         doc = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": item.finish_reason}
+                {"index": i, "message": _message(t, item.reasoning), "finish_reason": item.finish_reason}
                 for i, t in enumerate(texts)
             ],
-            "usage": {
-                "prompt_tokens": item.prompt_tokens,
-                "completion_tokens": item.completion_tokens,
-                "total_tokens": item.prompt_tokens + item.completion_tokens,
-            },
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
         return 200, {"Content-Type": "application/json"}, json.dumps(doc).encode(), item.delay_s
 
 
-def _error(status: int, message: str, *, param: str | None = None) -> tuple[int, dict[str, str], bytes, float]:
+def _message(content: str | None, reasoning: str | None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        msg["reasoning_content"] = reasoning
+    return msg
+
+
+def _prompt_text(req: RecordedRequest) -> str:
+    """What the prompt of ``req`` is counted from: every message's content and the response_format."""
+    text = "\n".join(str(m.get("content") or "") for m in req.messages)
+    rf = req.response_format
+    if rf is not None:
+        text += "\n" + json.dumps(rf, separators=(",", ":"))
+    return text
+
+
+def _error(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> tuple[int, dict[str, str], bytes, float]:
     kind = "rate_limit_error" if status == 429 else ("invalid_request_error" if status < 500 else "server_error")
-    doc = {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    doc = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return status, {"Content-Type": "application/json"}, json.dumps(doc).encode(), 0.0
 
 

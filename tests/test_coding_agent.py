@@ -40,7 +40,10 @@ from examples.coding_agent import (  # noqa: E402
 )
 from orchestrator import Event, Fleet, InputError, PlanError, Price, PriceTable, Strategy  # noqa: E402
 from planners.openai import OpenAIPlanner, OpenAISettings  # noqa: E402
+from workers.llm import particle_seed  # noqa: E402
 from workers.sandbox import SandboxLimits  # noqa: E402
+
+RUN_SEED = 2026  # the small model's seeds derive from it: particle k of a step is particle_seed(RUN_SEED, step, k)
 
 SPEC_FILE = ROOT / "examples" / "coding_agent" / "specs" / "textstats.py"
 KEY = "sk-tinyfleet-coder-" + "S3CRETkey" * 3
@@ -142,14 +145,15 @@ class Coder:
         if body["model"] == LARGE:
             return Reply.json({"code": self.large[name]}, prompt_tokens=800, completion_tokens=200)
         options = self.small[name]
-        got = options[int(body.get("seed", 0)) % len(options)]
+        particle = {particle_seed(RUN_SEED, name, k): k for k in range(len(options))}[int(body["seed"])]
+        got = options[particle]
         return got if isinstance(got, Reply) else Reply.json({"code": got}, prompt_tokens=300, completion_tokens=80)
 
 
 def settings_for(server: ScriptedOpenAIServer) -> OpenAISettings:
     return OpenAISettings(
         api_key=SecretStr(KEY), base_url=server.base_url, large_model=LARGE, small_model=SMALL,
-        timeout_s=10.0, max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.05,
+        timeout_s=10.0, max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.05, seed=RUN_SEED,
     )
 
 
@@ -194,7 +198,7 @@ async def test_spec_built_by_small_llm_particles_with_hostile_candidates_rejecte
     assert [c.ok for c in s.candidates] == [False, False, False, True] and s.code == SENTENCES
     assert s.candidates[0].contained == "forbidden" and "socket" in s.candidates[0].reason
     assert s.candidates[1].contained == "early_exit"
-    assert "not valid JSON" in s.candidates[2].reason
+    assert "holds no JSON object" in s.candidates[2].reason and '"Sure! Here is the function' in s.candidates[2].reason
     assert not [r for r in openai_server.requests if "exfil" in r.path]  # nothing got out
 
     # top_words ran with words()' verified code loaded; a syntax error is rejected statically.
@@ -235,7 +239,9 @@ async def test_spec_built_by_small_llm_particles_with_hostile_candidates_rejecte
     small_reqs = [r for r in chats if (r.body or {})["model"] == SMALL]
     assert len(small_reqs) == 16 and len(chats) == 17
     for name in spec.names:
-        assert sorted((r.body or {})["seed"] for r in small_reqs if function_of(r) == name) == [0, 1, 2, 3]
+        assert sorted((r.body or {})["seed"] for r in small_reqs if function_of(r) == name) == sorted(
+            particle_seed(RUN_SEED, name, k) for k in range(4)
+        )
     assert all((r.body or {})["temperature"] > 0 and r.schema_name == "code_function" for r in small_reqs)
     summary_req = next(r for r in small_reqs if function_of(r) == "summary")
     context = step_input(summary_req)["context"]
@@ -257,6 +263,7 @@ def test_cli_writes_the_module_tests_and_report(
     for var, value in {
         "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai_server.base_url,
         "TINYFLEET_LARGE_MODEL": LARGE, "TINYFLEET_SMALL_MODEL": SMALL, "TINYFLEET_LLM_TIMEOUT_S": "10",
+        "TINYFLEET_SEED": str(RUN_SEED),
     }.items():
         monkeypatch.setenv(var, value)
     out = tmp_path / "out"

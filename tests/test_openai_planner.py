@@ -36,13 +36,14 @@ from orchestrator import (
     Verdict,
     validate_plan,
 )
+from orchestrator.errors import ModelOutputError
 from orchestrator.models import Attempt
 from planners.openai import LLMUnavailable, OpenAIPlanner, OpenAISettings
 from planners.rules import RulePlanner
 from workers.base import Skill, Tier
 from workers.builtin import default_registry, maze_skill, route_skill, sudoku_skill
 from workers.classic import MazeGreedyWorker
-from workers.llm import LLMJudgeVerifier, SmallLLMWorker, llm_tier
+from workers.llm import LLMJudgeVerifier, SmallLLMWorker, llm_tier, particle_seed
 from workers.maze import MazeInput, bfs_path, with_endpoints
 from workers.registry import SkillRegistry
 
@@ -286,12 +287,15 @@ async def test_malformed_and_invalid_plans_are_reasked_with_the_exact_error(open
     assert report.status == "succeeded", report.error
     plans = [r for r in openai_server.chat_requests() if r.schema_name == "tinyfleet_plan"]
     assert len(plans) == 4
-    assert "That plan is invalid: the reply is not valid JSON" in plans[1].last_user
+    assert "That plan has 1 problem" in plans[1].last_user and "its JSON is broken" in plans[1].last_user
     assert validation_error(CYCLIC) in plans[2].last_user
     assert "plan has a cycle" in plans[2].last_user
     assert validation_error(UNKNOWN_SKILL) in plans[3].last_user
-    # The model sees its own bad answer before the correction request.
-    assert plans[3].messages[-2] == {"role": "assistant", "content": json.dumps(UNKNOWN_SKILL)}
+    # The model sees its own last plan before the correction request, and only that one: a
+    # re-ask is [system, task, last plan, its problems], never the whole conversation.
+    assert plans[3].messages[-2] == {"role": "assistant", "content": json.dumps(UNKNOWN_SKILL, separators=(",", ":"))}
+    assert [m["role"] for m in plans[3].messages] == ["system", "user", "assistant", "user"]
+    assert plans[3].messages[:2] == plans[0].messages
     assert report.totals.planner_calls == 4
     assert (report.totals.tokens_in, report.totals.tokens_out) == openai_server.usage_totals()
 
@@ -299,7 +303,7 @@ async def test_malformed_and_invalid_plans_are_reasked_with_the_exact_error(open
 async def test_invalid_plans_past_the_bound_give_a_clear_plan_error(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(Reply.json(DANGLING), Reply.json(UNKNOWN_SKILL), Reply.json(MISFIT))
     fleet = Fleet(planner=planner_for(openai_server, max_repairs=2), executor="local")
-    with pytest.raises(PlanError) as info:
+    with pytest.raises(ModelOutputError) as info:
         await fleet.run(Task(goal=GOAL))
     await fleet.close()
     msg = str(info.value)
@@ -361,6 +365,7 @@ async def test_solve_reasks_an_answer_that_does_not_fit_the_output_model(openai_
     assert attempt.output is not None and len(attempt.output["path"]) == 10
     assert attempt.cost.large_calls == 2 and attempt.info["calls"] == 2
     assert "That answer is invalid: path: Field required" in openai_server.chat_requests()[1].last_user
+    assert len(openai_server.chat_requests()[1].messages) == 4  # system, input, last answer, problem
 
 
 # ---------------------------------------------------------------------------- budgets
@@ -445,23 +450,30 @@ def test_missing_key_is_a_config_error_saying_what_to_set() -> None:
 # ---------------------------------------------------------------------------- small LLMs
 
 
-def maze_with_llm_tier(server: ScriptedOpenAIServer) -> SkillRegistry:
+def maze_with_llm_tier(server: ScriptedOpenAIServer, **kw: Any) -> SkillRegistry:
     maze = maze_skill()
-    maze.ladder = [Tier("greedy", MazeGreedyWorker, "heuristic"), llm_tier(maze, settings=settings_for(server), prices=PRICES)]
+    maze.ladder = [Tier("greedy", MazeGreedyWorker, "heuristic"), llm_tier(maze, settings=settings_for(server, **kw), prices=PRICES)]
     return SkillRegistry([maze, route_skill(), sudoku_skill()])
+
+
+RUN_SEED = 1234
 
 
 async def test_small_llm_tier_answers_as_particles(openai_server: ScriptedOpenAIServer) -> None:
     greedy_path = [[0, 0], [0, 1], [0, 2], [0, 3], [0, 4], [0, 5], [1, 5], [2, 5], [2, 4], [3, 4], [4, 4], [4, 5]]
+    # With a run seed, particle k of step "main" gets particle_seed(seed, that job): particle 0's
+    # sample is the greedy (too long) path here, the others the shortest.
+    seeds = [particle_seed(RUN_SEED, "main", k) for k in range(3)]
 
     def particles(req: RecordedRequest) -> Reply:
         seed = (req.body or {}).get("seed")
-        if seed == 0:
+        if seed == seeds[0]:
             return Reply.json({"path": greedy_path}, prompt_tokens=300, completion_tokens=60)
         return Reply.json({"path": [list(c) for c in bfs_path(step_input(req)["grid"])]}, prompt_tokens=300, completion_tokens=50)
 
     openai_server.on(particles)
-    fleet = Fleet(planner=RulePlanner(Strategy(particles=3)), registry=maze_with_llm_tier(openai_server), executor="local")
+    registry = maze_with_llm_tier(openai_server, seed=RUN_SEED)
+    fleet = Fleet(planner=RulePlanner(Strategy(particles=3)), registry=registry, executor="local")
     report = await fleet.run(Task(skill="maze.route", inputs={"grid": LEG0}))
     await fleet.close()
 
@@ -473,7 +485,7 @@ async def test_small_llm_tier_answers_as_particles(openai_server: ScriptedOpenAI
     assert [t.verdict.ok for t in sorted(llm, key=lambda t: t.attempt.particle) if t.verdict] == [False, True, True]
     assert [t.attempt.confidence for t in llm if t.verdict and t.verdict.ok] == pytest.approx([2 / 3, 2 / 3])
     chats = openai_server.chat_requests()
-    assert sorted((r.body or {})["seed"] for r in chats) == [0, 1, 2]
+    assert sorted((r.body or {})["seed"] for r in chats) == sorted(seeds) and len(set(seeds)) == 3
     assert all((r.body or {})["temperature"] > 0 and (r.body or {})["model"] == "small-test-model" for r in chats)
     assert all(r.schema_name == "maze_route" for r in chats)
     t = report.totals
@@ -513,6 +525,27 @@ async def test_llm_judge_rules_on_what_nothing_else_can_check(openai_server: Scr
     assert verdict is not None and verdict.ok and verdict.judgement and verdict.score == pytest.approx(0.9)
     assert verdict.verifier == "llm.judge" and verdict.details["tokens_in"] == 100
     assert report.output == {"summary": "Shipments leave at dawn."}
+
+
+async def test_small_llm_seeds_are_drawn_per_run_unless_a_seed_is_given(openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.on(maze_answer)
+
+    async def seeds_of_one_run(**kw: Any) -> list[int]:
+        before = len(openai_server.chat_requests())
+        maze = maze_skill()
+        maze.ladder = [llm_tier(maze, settings=settings_for(openai_server, **kw))]
+        fleet = Fleet(planner=RulePlanner(Strategy(particles=3)), registry=SkillRegistry([maze]), executor="local")
+        report = await fleet.run(Task(skill="maze.route", inputs={"grid": LEG0}))
+        await fleet.close()
+        assert report.status == "succeeded", report.error
+        return sorted(int((r.body or {})["seed"]) for r in openai_server.chat_requests()[before:])
+
+    drawn = [await seeds_of_one_run() for _ in range(2)]
+    fixed = [await seeds_of_one_run(seed=7) for _ in range(2)]
+    assert all(len(set(s)) == 3 for s in drawn + fixed)
+    assert drawn[0] != drawn[1]  # two runs sample differently (2**31 seeds each: a collision is ~1e-9)
+    assert fixed[0] == fixed[1] and fixed[0] != drawn[0]
+    assert OpenAISettings.from_env(env={"TINYFLEET_SEED": "7"}).seed == 7
 
 
 def test_small_llm_worker_is_cheap_to_build_without_settings() -> None:

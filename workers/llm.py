@@ -2,8 +2,11 @@
 
 ``SmallLLMWorker`` answers jobs of any skill as particles: each job is one sample (temperature
 > 0, a seed per particle) asked for JSON that fits the skill's output schema; the jobs of a
-batch run concurrently. Its confidence is self-consistency: the share of the step's particles
-in the same batch that gave the same answer (a lone particle gets ``single_confidence``).
+batch run concurrently. Seeds are drawn afresh for every batch, so two runs sample
+differently; with ``OpenAISettings.seed`` (``TINYFLEET_SEED``, ``tinyfleet run --seed``) they
+are derived from it, the step and the particle, so a run can be repeated. Replies are read
+by ``planners.reply_parsing`` (prose, fences and ``<think>`` blocks around the JSON). Its
+confidence is self-consistency: the share of the step's particles in the same batch that gave the same answer (a lone particle gets ``single_confidence``).
 ``llm_tier(skill)`` makes it a middle tier of a ladder:
 
     skill.ladder.append(llm_tier(skill))        # ... -> llm-small -> (large model)
@@ -18,7 +21,9 @@ Both read their settings like the planner (``OPENAI_API_KEY``, ``OPENAI_BASE_URL
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Coroutine, Sequence
@@ -31,11 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator.errors import ConfigError, TinyfleetError
 from orchestrator.ledger import PriceTable
 from orchestrator.models import Attempt, Cost, Verdict
-from planners.openai import ChatClient, OpenAISettings, parse_json_reply
+from planners.openai import ChatClient, OpenAISettings
+from planners.reply_parsing import ReplyError, read_json_reply
 
 from .base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 
-__all__ = ["SmallLLMWorker", "LLMJudgeVerifier", "llm_tier", "LLM_POOL"]
+__all__ = ["LLM_POOL", "LLMJudgeVerifier", "SmallLLMWorker", "llm_tier", "particle_seed"]
 
 T = TypeVar("T")
 
@@ -105,13 +111,14 @@ class SmallLLMWorker(Worker):
     async def _solve_all(self, jobs: list[Job]) -> list[Attempt]:
         chat = self._client()
         gate = asyncio.Semaphore(self.max_in_flight)
+        base = chat.settings.seed if chat.settings.seed is not None else secrets.randbelow(2**31)
         try:
-            answers = await asyncio.gather(*(self._one(chat, gate, job) for job in jobs))
+            answers = await asyncio.gather(*(self._one(chat, gate, job, particle_seed(base, job.key, job.particle)) for job in jobs))
         finally:
             await chat.aclose()
         return self._with_agreement(jobs, answers)
 
-    async def _one(self, chat: ChatClient, gate: asyncio.Semaphore, job: Job) -> Attempt:
+    async def _one(self, chat: ChatClient, gate: asyncio.Semaphore, job: Job, seed: int) -> Attempt:
         schema = self.output_model.model_json_schema()
         messages = [
             {
@@ -131,7 +138,7 @@ class SmallLLMWorker(Worker):
                     schema=schema,
                     schema_name=self.skill_name,
                     temperature=temperature,
-                    seed=job.particle,
+                    seed=seed,
                     what=f"{self.name} particle {job.particle} of {job.key or self.skill_name}",
                 )
             except ConfigError:
@@ -140,17 +147,22 @@ class SmallLLMWorker(Worker):
                 return self.attempt(None, 0.0, job=job, seconds=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
         seconds = time.perf_counter() - t0
         cost = Cost(tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, cost_usd=reply.cost_usd, worker_s=seconds, particles=1)
-        info: dict[str, Any] = {"model": reply.model, "finish_reason": reply.finish_reason}
+        info: dict[str, Any] = {"model": reply.model, "finish_reason": reply.finish_reason, "seed": seed}
         try:
-            out = self.output_model.model_validate(parse_json_reply(reply.text))
-        except ValidationError as e:
-            err = f"answer does not fit {self.output_model.__name__}: {e.errors()[0].get('msg', 'invalid')}"
-            return Attempt(output=None, confidence=0.0, worker=self.name, particle=job.particle, cost=cost, error=err, info=info)
-        except ValueError as e:
+            out = read_json_reply(reply.reply, self._fit, what=f"one {self.output_model.__name__} object")
+        except ReplyError as e:
             return Attempt(output=None, confidence=0.0, worker=self.name, particle=job.particle, cost=cost, error=str(e), info=info)
         return Attempt(
             output=out.model_dump(mode="json"), confidence=0.0, worker=self.name, particle=job.particle, cost=cost, info=info
         )
+
+    def _fit(self, value: Any) -> BaseModel:
+        try:
+            return self.output_model.model_validate(value)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+            raise ValueError(f"answer does not fit {self.output_model.__name__}: {loc}: {first.get('msg', 'invalid')}") from None
 
     def _with_agreement(self, jobs: list[Job], answers: list[Attempt]) -> list[Attempt]:
         """Confidence = share of the same step's particles (in this batch) giving this answer."""
@@ -167,6 +179,13 @@ class SmallLLMWorker(Worker):
                 conf = self.single_confidence if len(idx) == 1 else votes[_canon(a.output)] / len(idx)
                 out[i] = a.model_copy(update={"confidence": conf, "info": {**a.info, "agreement": f"{votes[_canon(a.output)]}/{len(idx)}"}})
         return out
+
+
+def particle_seed(base: int, key: str, particle: int) -> int:
+    """The seed of one particle: a hash of the batch's base seed, the job's key (its step)
+    and the particle index (distinct per particle, the same whenever the base is)."""
+    digest = hashlib.sha256(f"{base}:{key}:{particle}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def _canon(output: dict[str, Any] | None) -> str:
@@ -276,8 +295,8 @@ class LLMJudgeVerifier(Verifier):
             return Verdict(ok=False, reason=f"judge unavailable: {e}", score=0.0, verifier=self.name, judgement=True)
         details = {"model": reply.model, "tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out, "cost_usd": reply.cost_usd}
         try:
-            j = _Judgement.model_validate(parse_json_reply(reply.text))
-        except ValueError as e:
+            j = read_json_reply(reply.reply, _Judgement.model_validate, what="a ruling {ok, confidence, reason}")
+        except ReplyError as e:
             return Verdict(
                 ok=False, reason=f"judge gave no usable ruling: {e}", score=0.0, verifier=self.name, judgement=True, details=details
             )

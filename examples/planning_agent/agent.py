@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import PlanError, TinyfleetError
+from orchestrator.errors import ModelOutputError, TinyfleetError
 from orchestrator.escalation import ladder_for
 from orchestrator.executor import PoolSpec
 from orchestrator.fleet import Fleet
 from orchestrator.ledger import totals
 from orchestrator.models import Cost, Event, Plan, RunReport, RunStatus, Step, Strategy, Task
+from orchestrator.refs import expand_task_inputs
 from planners.rules import RulePlanner
 from workers.base import Tier
 
@@ -135,18 +136,21 @@ def brief(s: Scenario) -> str:
         "'histories' holds each stop's hourly demand history by stop id: values observed at timestamps in hours "
         "(some hours are missing). "
         f"First forecast each stop's demand for the next {s.horizon} hours: one series.forecast step per stop, "
-        f"with id 'fc_<stop id>' and inputs values and timestamps copied exactly from that stop's history, "
-        f"horizon {s.horizon}{season}. These steps are independent, so they run in parallel. "
+        "with id 'fc_<stop id>' and inputs values {\"$input\": \"histories.<stop id>.values\"} and timestamps "
+        f"{{\"$input\": \"histories.<stop id>.timestamps\"}}, horizon {s.horizon}{season}. These steps are "
+        "independent, so they run in parallel. "
         f"Then one delivery.choose step with id 'choose' picks and orders the stops to serve in a "
         f"{s.shift_minutes:g}-minute shift starting at {hour_label(s.shift_start_hour)}. Its inputs: grid, depot, "
-        "stops, shift_minutes, minutes_per_move and service_minutes copied from the task, and 'forecasts': a list "
-        "with one {\"$ref\": \"fc_<stop id>\"} per stop, in the order of 'stops'. The plan's output is 'choose'. "
+        "stops, shift_minutes, minutes_per_move and service_minutes, each as {\"$input\": \"<name>\"}, and "
+        "'forecasts': a list with one {\"$ref\": \"fc_<stop id>\"} per stop, in the order of 'stops'. Never copy "
+        "the data into the plan. The plan's output is 'choose'. "
         "Routing the chosen tour comes afterwards and is not part of this plan."
     )
 
 
 def day_task(s: Scenario, phase: str = "a") -> Task:
-    """The task of a phase; phase A's inputs carry the whole day for an LLM planner to read."""
+    """The task of a phase. Phase A's inputs carry the whole day; an LLM planner reads a
+    summary of them and passes them on by ``{"$input": path}``, so the data stays here."""
     if phase == "a":
         inputs = {
             **_day_inputs(s),
@@ -159,19 +163,25 @@ def day_task(s: Scenario, phase: str = "a") -> Task:
     return Task(id=f"{s.name}-b", goal=f"route the chosen tour of {s.name} and assemble its itinerary", inputs={})
 
 
-def _check_llm_plan(plan: Plan, s: Scenario) -> None:
-    """An LLM's phase-A plan must end in one delivery.choose step on this day's map."""
-    chooses = [st for st in plan.steps if st.skill == "delivery.choose"]
+def _check_llm_plan(plan: Plan, s: Scenario, task: Task) -> None:
+    """An LLM's phase-A plan must end in one delivery.choose step on this day's map (read
+    through its ``$input`` references). ModelOutputError (the model's failing, exit 1)."""
+    chooses = [st for st in expand_task_inputs(plan.steps, task.inputs) if st.skill == "delivery.choose"]
     if len(chooses) != 1:
-        raise PlanError(f"the planner's plan has {len(chooses)} delivery.choose steps; it needs exactly one")
+        raise ModelOutputError(f"the planner's plan has {len(chooses)} delivery.choose steps; it needs exactly one")
     inputs = chooses[0].inputs
     want = _day_inputs(s)
     for key in ("grid", "depot", "shift_minutes"):
-        if inputs.get(key) != want[key]:
-            raise PlanError(
+        if not _same(inputs.get(key), want[key]):
+            raise ModelOutputError(
                 f"step {chooses[0].id!r}: input {key!r} does not match the day's {key}; copy it from the task",
                 step=chooses[0].id,
             )
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Equal as JSON (a tuple cell and a list cell are the same cell)."""
+    return bool(json.loads(json.dumps(got)) == json.loads(json.dumps(want)))
 
 
 # ---------------------------------------------------------------------------- reports
@@ -311,7 +321,7 @@ async def run_day(scenario: Scenario, fleet: Fleet, out_dir: str | Path, on_even
         plan_a = build_plan_a(scenario)
     else:
         plan_a, planner_cost = await fleet.plan(task_a)
-        _check_llm_plan(plan_a, scenario)
+        _check_llm_plan(plan_a, scenario, task_a)
     # phase B's routing pools boot while phase A forecasts (the window-only tier only when
     # some window size is served)
     sizes, city_start = window_sizes(fleet.registry), city_start_tier(fleet.registry)
