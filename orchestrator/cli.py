@@ -18,6 +18,7 @@ from typing import Any
 from .errors import ConfigError, InputError, ModelOutputError, PlanError, TinyfleetError
 from .escalation import Policy, ladder_for
 from .fleet import Fleet
+from .journal import journal_path
 from .models import RunReport, Step, Strategy
 from .progress import Progress, summary
 from .taskfile import load_task, read_json
@@ -141,7 +142,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         fleet.planner.strategy = Strategy(particles=args.particles, select="vote")
     journal = args.journal
     if journal is None and args.resume is None and task is not None:
-        journal = str(Path("runs") / f"{task.id}.sqlite")
+        journal = str(journal_path("runs", task.id))
     report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume))
     _print_report(report, args.json)
     return 0 if report.status == "succeeded" else 1

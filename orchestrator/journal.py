@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .models import Plan, StepResult, Task
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "journal_path"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -25,6 +25,20 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_by_id ON steps (step_id);
 """
+
+
+def journal_path(directory: str | Path, task_id: str) -> Path:
+    """``directory/<task_id>.sqlite``, refused (ConfigError) unless it is a plain file directly
+    inside ``directory``: an id with a separator, ``..``, a NUL or any control character never
+    makes a journal elsewhere (``Task`` validates ids too; this holds for any caller)."""
+    if (not task_id or "/" in task_id or "\\" in task_id or task_id.startswith(".")
+            or any(ord(c) < 32 or ord(c) == 127 for c in task_id)):
+        raise ConfigError(f"task id {task_id[:80]!r} cannot name a journal file; use 1-64 of A-Z a-z 0-9 . _ -")
+    base = Path(directory)
+    path = base / f"{task_id}.sqlite"
+    if path.resolve().parent != base.resolve():
+        raise ConfigError(f"the journal for task {task_id[:80]!r} would leave {base}; refusing")
+    return path
 
 
 class Journal:

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a journal file name: no "/", no leading "."
 
 SelectRule = Literal["first_verified", "vote", "max_confidence"]
 StepStatus = Literal["verified", "accepted", "failed", "skipped"]
@@ -92,6 +93,20 @@ class Task(_Strict):
     skill: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        # the id names the run's journal file (runs/<id>.sqlite): it must stay one plain file name
+        bad = next((c for c in v if ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            raise ValueError(f"the task id contains a control character (U+{ord(bad):04X}); use 1-64 of A-Z a-z 0-9 . _ -")
+        if not _TASK_ID.fullmatch(v):
+            raise ValueError(
+                f"the task id {v[:80]!r} is not 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit "
+                "(it names the journal file, so no '/', '..' or absolute paths)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _goal_or_skill(self) -> Task:

@@ -1,6 +1,7 @@
 """The code sandbox and the ``code.function`` verifier: hostile code is contained with a failing
-verdict that names the reason, and the host is unharmed. Real sandboxed subprocesses, real
-sockets on 127.0.0.1, real files; short limits keep the file fast."""
+verdict that names the reason, and the host is unharmed. Real sandboxed subprocesses (a
+candidate and a judge per run), real sockets on 127.0.0.1, real files; short limits keep the
+file fast. The verdict-forgery and escape attempts of the red team are in tests/test_redteam.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ from orchestrator.errors import InputError
 from workers.builtin import default_registry
 from workers.code import CodeInput, CodeOutput, CodeTestsVerifier
 from workers.registry import validate_payload
-from workers.sandbox import TOPLEVEL_TEST, SandboxLimits, plan_tests, run_tests
+from workers.sandbox import (
+    TOPLEVEL_TEST,
+    SandboxLimits,
+    SandboxUnavailable,
+    plan_tests,
+    run_tests,
+)
 
 FAST = SandboxLimits(wall_s=4.0, cpu_s=2, memory_mb=256, file_mb=1)
 ADD_TESTS = "def test_small():\n    assert add(1, 2) == 3\n\ndef test_zero():\n    assert add(0, 0) == 0\n"
@@ -29,6 +36,7 @@ FAKE_SECRET = "sk-test-FAKE-0123456789abcdef-do-not-leak"
 
 
 def run(code: str, tests: str = ADD_TESTS, limits: SandboxLimits = FAST, **kw: bool):  # type: ignore[no-untyped-def]
+    """``syscall_filter=False`` in ``kw`` leaves out seccomp, to show the other layers hold alone."""
     return run_tests(textwrap.dedent(code), tests, limits, **kw)
 
 
@@ -129,8 +137,8 @@ def test_fork_bomb_is_denied() -> None:
     assert not r.ok and r.contained == "forbidden" and "os.fork" in r.reason
     r = run("import subprocess\ndef add(a, b):\n    subprocess.run(['sh', '-c', ':(){ :|:& };:'])\n")
     assert not r.ok and r.contained == "forbidden" and "subprocess" in r.reason
-    r = run("import os\ndef add(a, b):\n    os.system('true')\n")
-    assert not r.ok and "os.system" in r.reason
+    r = run("import os\ndef add(a, b):\n    rc = os.system('true')\n    assert rc == 0, rc\n    return a + b\n")
+    assert not r.ok and "rc = os.system" not in r.reason and "assert rc == 0" in r.reason
 
 
 def test_thread_bomb_is_bounded() -> None:
@@ -159,19 +167,28 @@ def test_huge_output_hits_the_output_limit_and_is_truncated() -> None:
 
 def test_writing_outside_the_work_directory_is_denied(tmp_path: Path) -> None:
     target = tmp_path / "pwned.txt"
-    for attempt in [f"open({str(target)!r}, 'w').write('x')", "open('../../../tmp/pwned-by-sandbox', 'w')"]:
+    for attempt in [f"open({str(target)!r}, 'w').write('x')", "open('../../../tmp/pwned-by-sandbox', 'w')",
+                    "open('/usr/pwned-by-sandbox', 'w')"]:
         r = run(f"def add(a, b):\n    {attempt}\n    return a + b\n")
-        assert not r.ok and r.contained == "forbidden" and "writing" in r.reason
-    assert not target.exists() and not Path("/tmp/pwned-by-sandbox").exists()
+        assert not r.ok and ("No such file or directory" in r.reason or "Read-only file system" in r.reason), r.reason
+    assert not target.exists() and not Path("/tmp/pwned-by-sandbox").exists() and not Path("/usr/pwned-by-sandbox").exists()
 
 
-def test_the_kernel_alone_keeps_writes_in(tmp_path: Path) -> None:
-    """Without the audit hook the read-only mounts still stop the write (when namespaces work)."""
-    target = tmp_path / "pwned.txt"
-    r = run(f"def add(a, b):\n    open({str(target)!r}, 'w').write('x')\n    return a + b\n", audit_hook=False)
-    assert not r.ok and not target.exists()
-    if r.isolation.get("filesystem", "").startswith("read-only"):
-        assert "Read-only file system" in r.reason
+def test_the_mounts_alone_keep_writes_in() -> None:
+    """Without the syscall filter the read-only root still refuses a write to an existing
+    directory, and /work is writable but noexec."""
+    stdlib = os.path.dirname(os.__file__)
+    code = f"""
+    import os
+    def add(a, b):
+        open("/work/scratch", "w").write("ok")
+        assert open("/work/scratch").read() == "ok"
+        open({stdlib + '/pwned.py'!r}, "w").write("x")
+        return a + b
+    """
+    r = run(code, syscall_filter=False)
+    assert not r.ok and "Read-only file system" in r.reason, r.reason
+    assert not os.path.exists(stdlib + "/pwned.py")
 
 
 def test_secrets_in_the_environment_never_reach_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,6 +212,7 @@ def test_secrets_in_the_environment_never_reach_the_code(monkeypatch: pytest.Mon
     assert not r.ok
     assert FAKE_SECRET not in everything(r)
     assert "PATH" in r.stdout and "OPENAI_API_KEY" not in r.stdout.split("denied")[0]
+    assert "denied /proc/self/environ [Errno 2] No such file or directory" in r.stdout  # there is no /proc
 
 
 class _Listener:
@@ -226,8 +244,8 @@ class _Listener:
         self.sock.close()
 
 
-@pytest.mark.parametrize("audit_hook", [True, False], ids=["all-layers", "kernel-only"])
-def test_sockets_are_cut_off(audit_hook: bool) -> None:
+@pytest.mark.parametrize("syscall_filter", [True, False], ids=["all-layers", "no-seccomp"])
+def test_sockets_are_cut_off(syscall_filter: bool) -> None:
     listener = _Listener()
     try:
         probe = socket.create_connection(("127.0.0.1", listener.port), timeout=2)  # the listener works
@@ -241,19 +259,19 @@ def test_sockets_are_cut_off(audit_hook: bool) -> None:
             s.sendall(b"stolen")
             return a + b
         """
-        r = run(code, audit_hook=audit_hook)
+        r = run(code, syscall_filter=syscall_filter)
         time.sleep(0.3)
         assert not r.ok and listener.accepted == 1
-        if audit_hook:
-            assert r.contained == "forbidden" and "socket" in r.reason
-        elif r.isolation.get("network", "").startswith("cut"):
+        if syscall_filter:  # socket() itself is refused
+            assert r.contained == "forbidden" and "socket.create_connection" in r.reason
+        else:  # the empty network namespace
             assert "unreachable" in r.reason.lower()
     finally:
         listener.close()
 
 
-@pytest.mark.parametrize("audit_hook", [True, False], ids=["all-layers", "kernel-only"])
-def test_killing_host_processes_fails(audit_hook: bool) -> None:
+@pytest.mark.parametrize("syscall_filter", [True, False], ids=["all-layers", "no-seccomp"])
+def test_killing_host_processes_fails(syscall_filter: bool) -> None:
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         code = f"""
@@ -263,10 +281,8 @@ def test_killing_host_processes_fails(audit_hook: bool) -> None:
             os.kill(os.getppid(), signal.SIGKILL)
             return a + b
         """
-        r = run(code, audit_hook=audit_hook)
-        assert not r.ok
-        if audit_hook:
-            assert r.contained == "forbidden" and "os.kill" in r.reason
+        r = run(code, syscall_filter=syscall_filter)
+        assert not r.ok and "ProcessLookupError" in r.reason  # the host PID does not exist in there
         time.sleep(0.2)
         assert victim.poll() is None, "the sandboxed code killed a host process"
     finally:
@@ -290,11 +306,11 @@ def test_deleting_project_files_is_denied(tmp_path: Path) -> None:
                 print("refused:", e)
         return a + b
     """
-    for audit_hook in (True, False):
-        r = run(code, audit_hook=audit_hook)
+    for syscall_filter in (True, False):
+        r = run(code, syscall_filter=syscall_filter)
+        assert r.ok, r.reason  # the code ran; none of the paths exists in its root
+        assert r.stdout.count("refused: [Errno 2] No such file or directory") == 6, r.stdout  # 3 per call
         assert real.is_file() and (project / "pkg" / "mod.py").read_text() == "x = 1\n"
-        if audit_hook:
-            assert not r.ok and r.contained == "forbidden" and "os.remove" in r.reason
 
 
 def test_sys_exit_does_not_fake_a_pass() -> None:
@@ -307,8 +323,8 @@ def test_sys_exit_does_not_fake_a_pass() -> None:
 def test_os_exit_does_not_fake_a_pass() -> None:
     for code in ["import os\nos._exit(0)\n", "import os\ndef add(a, b):\n    os._exit(0)\n"]:
         r = run(code)
-        assert not r.ok and r.contained in ("early_exit", "crash"), (code, r.reason)
-        assert "before the harness finished" in r.reason or "crash" in r.reason
+        assert not r.ok and r.contained == "early_exit", (code, r.reason)
+        assert "ended itself (exit 0)" in r.reason
 
 
 def test_printing_or_writing_fake_results_does_not_fake_a_pass() -> None:
@@ -324,7 +340,7 @@ def test_printing_or_writing_fake_results_does_not_fake_a_pass() -> None:
     os._exit(0)
     """
     r = run(code)
-    assert not r.ok and r.contained in ("channel", "early_exit")
+    assert not r.ok and r.contained in ("channel", "early_exit"), r.reason
 
 
 def test_monkeypatching_the_harness_does_not_fake_a_pass() -> None:
@@ -340,7 +356,7 @@ def test_monkeypatching_the_harness_does_not_fake_a_pass() -> None:
         return 0
     """
     r = run(code)
-    assert not r.ok and "test_small" in r.reason
+    assert not r.ok
 
     builtins_patch = """
     import builtins
@@ -349,34 +365,19 @@ def test_monkeypatching_the_harness_does_not_fake_a_pass() -> None:
     def add(a, b):
         return 0
     """
-    r = run(builtins_patch)
-    assert not r.ok and "builtin" in r.reason
+    r = run(builtins_patch)  # breaks the candidate's own side of the channel; the judge fails it
+    assert not r.ok
 
 
-def test_frame_and_gc_tricks_are_denied() -> None:
-    for trick in [
-        "import sys\n    sys._getframe(1).f_back.f_locals",
-        "try:\n        1 / 0\n    except ZeroDivisionError as e:\n        e.__traceback__.tb_frame.f_back.f_locals",
-        "import gc\n    gc.get_objects()",
-        "import sys\n    sys._current_frames()",
-        "import ctypes",
-        "import sys\n    sys.settrace(lambda *a: None)",
-        "add.__code__ = (lambda a, b: a + b).__code__",
-    ]:
-        r = run(f"def add(a, b):\n    {trick}\n    return a + b\n")
-        assert not r.ok, trick
-
-
-def test_replacing_a_test_function_is_caught() -> None:
-    # the tests module defines test_small after the code; the code cannot pre-empt it, but a
-    # helper the test calls could try to redefine tests in the shared namespace.
+def test_the_code_cannot_replace_the_tests() -> None:
+    """The tests live in the judge's process: the candidate's globals() are its own."""
     code = """
     def add(a, b):
-        globals()["test_zero"] = lambda: None
-        return 0
+        globals()["test_small"] = globals()["test_zero"] = lambda: None
+        return -1
     """
     r = run(code)
-    assert not r.ok and not r.tests[1].ok
+    assert not r.ok and [t.ok for t in r.tests] == [False, False]
 
 
 # --- the verifier and the skill --------------------------------------------------------------
@@ -462,20 +463,102 @@ def test_reading_secret_files_is_denied(tmp_path: Path) -> None:
         return a + b
     """
     r = run(code)
-    assert not r.ok and r.contained == "forbidden" and "reading" in r.reason
+    assert not r.ok and "No such file or directory" in r.reason  # the host's /tmp is not in its root
     assert FAKE_SECRET not in everything(r)
 
 
-def test_a_path_object_cannot_smuggle_operations_past_the_hook() -> None:
+# --- the plain-data channel ------------------------------------------------------------------
+
+
+def test_plain_data_crosses_the_channel_intact() -> None:
     code = """
-    import socket
-    class Sneaky:
-        def __fspath__(self):
-            socket.socket()
-            return "inside.txt"
+    def echo(x):
+        return x
+    def make():
+        return {"t": (1, 2.5, -0.0, None, True), "s": {1, 2}, "f": frozenset({"a"}), "b": b"\\x00\\xff",
+                "n": [[[]]], (1, "k"): 3j, "big": 10 ** 300, "u": "\\u00e9\\U0001f600"}
+    LIMIT = 7
+    """
+    tests = """
+    def test_types():
+        v = make()
+        assert type(v["t"]) is tuple and v["t"] == (1, 2.5, -0.0, None, True) and type(v["t"][4]) is bool
+        assert type(v["s"]) is set and type(v["f"]) is frozenset and v["b"] == b"\\x00\\xff"
+        assert v[(1, "k")] == 3j and v["big"] == 10 ** 300 and v["u"] == "\\u00e9\\U0001f600"
+    def test_echo():
+        for x in [0, -1, 1.5, float("inf"), "", "x" * 10000, [1, [2, (3,)]], {"a": {1: None}}, set(), b""]:
+            assert echo(x) == x and type(echo(x)) is type(x)
+    def test_kwargs_and_data():
+        assert echo(x=(1,)) == (1,) and LIMIT == 7
+    """
+    r = run(textwrap.dedent(code), textwrap.dedent(tests))
+    assert r.ok, r.reason
+
+
+def test_objects_do_not_cross() -> None:
+    """An object with its own __eq__ cannot reach the judge; the verdict fails and says why."""
+    code = """
+    class Always:
+        def __eq__(self, other):
+            return True
     def add(a, b):
-        open(Sneaky(), "w")
-        return a + b
+        return Always()
     """
     r = run(code)
-    assert not r.ok and r.contained == "forbidden" and "socket" in r.reason
+    assert not r.ok and r.contained == "channel" and "Always object cannot cross" in r.reason
+
+
+def test_a_test_that_passes_a_callback_is_refused_as_unexpressible() -> None:
+    code = "def apply(f, x):\n    return f(x)\n"
+    tests = "def test_apply():\n    assert apply(lambda v: v + 1, 1) == 2\n"
+    r = run(code, tests)
+    assert not r.ok and r.contained == "unexpressible" and "function object cannot cross" in r.reason
+
+
+def test_candidate_exceptions_reach_the_tests_but_not_as_control_flow() -> None:
+    code = """
+    def parse(s):
+        if not s:
+            raise ValueError("empty")
+        return int(s)
+    def stop(x):
+        raise StopIteration
+    """
+    tests = """
+    def test_raises():
+        try:
+            parse("")
+        except ValueError as e:
+            assert "empty" in str(e)
+        else:
+            raise AssertionError("no ValueError")
+    def test_stop_does_not_end_loops():
+        seen = [stop(x) for x in [1]]
+    """
+    r = run(textwrap.dedent(code), textwrap.dedent(tests))
+    assert [t.ok for t in r.tests] == [True, False]
+    assert "StopIteration" in r.tests[1].error and "CandidateError" in r.tests[1].error
+
+
+def test_without_namespaces_or_seccomp_the_sandbox_refuses(tmp_path: Path) -> None:
+    """A real refusal: the run happens in a process whose own seccomp filter denies unshare."""
+    script = tmp_path / "refuse.py"
+    script.write_text(textwrap.dedent("""
+        import json
+        from workers import sandbox_seccomp
+        from workers.sandbox import SandboxUnavailable, root_plan, run_tests
+        root_plan()  # found with ldd before the filter goes on
+        # the sandbox's own list plus what spawning its children needs, and still no unshare
+        sandbox_seccomp.install({**sandbox_seccomp.ALLOWED_X86_64, "vfork": 58, "execve": 59, "prctl": 157,
+                                       "arch_prctl": 158})
+        try:
+            run_tests("def add(a, b):\\n    return a + b\\n", "def test_a():\\n    assert add(1, 2) == 3\\n")
+        except SandboxUnavailable as e:
+            print("REFUSED", e)
+        else:
+            print("RAN")  # never: it would have run the code with fewer layers
+    """))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=60, check=False)
+    assert "REFUSED" in out.stdout and "unshare" in out.stdout, out.stdout + out.stderr
+    assert issubclass(SandboxUnavailable, Exception)

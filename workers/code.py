@@ -1,9 +1,10 @@
 """The ``code.function`` kit: payload models, the sandboxed tests verifier and the skill.
 
 Input ``{"signature": str, "doc": str, "tests": str}``; output ``{"code": str}`` (DESIGN
-section 9). ``tests`` is Python run after the code in the same module namespace: each top-level
+section 9). ``tests`` is Python whose names resolve to the code's functions: each top-level
 ``def test_*()`` is one test and the module's top-level asserts, if any, one more. The verdict
-passes only when every test ran and passed inside :mod:`workers.sandbox`.
+passes only when every test ran and passed in :mod:`workers.sandbox`, where the tests run in a
+judge process and call the code, in its own sandboxed process, across a plain-data channel.
 
 The skill has no tiny tier: an LLM follower tier (added elsewhere) or the large model writes
 the code, and this verifier decides whether the step climbs.

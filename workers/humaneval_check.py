@@ -8,11 +8,17 @@ data; nothing is downloaded).
   comparison (``<`` <-> ``<=``, ``>`` <-> ``>=``, ``==`` <-> ``!=``), and swapped if/else
   branches (the first ``if``; one without ``else`` gets its condition negated). A mutant the
   tests cannot tell apart from the original survives; survivors are listed, not hidden;
-* throughput: verifications per second one at a time and with a thread pool of two.
+* throughput: verifications per second one at a time and with a thread pool of two;
+* start-up: the median wall time of one verification of a trivial candidate (``def add``, one
+  test), which is the sandbox's cost per candidate: two sandboxed interpreters (the candidate
+  and the judge), their namespaces, new roots and seccomp filters, and the kill at the end.
+
+Each problem's ``check(candidate)`` runs in the judge; ``candidate`` there is a proxy that
+calls the candidate's function across the plain-data channel.
 
 Usage::
 
-    python -m workers.humaneval_check [--json] [--limit N] [--throughput N]
+    python -m workers.humaneval_check [--json] [--limit N] [--throughput N] [--startup N]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import ast
 import copy
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +39,7 @@ from orchestrator.errors import ConfigError
 
 from .sandbox import SandboxLimits, run_tests
 
-__all__ = ["Case", "load_cases", "mutants", "run_check", "main"]
+__all__ = ["Case", "load_cases", "main", "mutants", "run_check"]
 
 
 @dataclass(frozen=True)
@@ -155,9 +162,11 @@ def _run_all(cases: list[Case], limits: SandboxLimits, threads: int) -> tuple[li
     return results, time.perf_counter() - t0
 
 
-def run_check(limit: int | None = None, limits: SandboxLimits | None = None, throughput: int = 0) -> dict[str, Any]:
+def run_check(limit: int | None = None, limits: SandboxLimits | None = None, throughput: int = 0,
+              startup: int = 0) -> dict[str, Any]:
     """Run the check; ``throughput`` > 0 also times that many canonical runs one at a time and
-    on two threads. Returns the report (what ``--json`` prints)."""
+    on two threads, ``startup`` > 0 that many trivial runs. Returns the report (what ``--json``
+    prints)."""
     limits = limits or SandboxLimits(wall_s=15, cpu_s=10)
     cases = load_cases(limit)
     results, wall = _run_all(cases, limits, threads=1)
@@ -186,7 +195,24 @@ def run_check(limit: int | None = None, limits: SandboxLimits | None = None, thr
     }
     if throughput:
         report["throughput"] = _throughput([c for c in cases if c.should_pass][:throughput], limits)
+    if startup:
+        report["startup"] = measure_startup(startup, limits)
     return report
+
+
+def measure_startup(runs: int, limits: SandboxLimits | None = None) -> dict[str, Any]:
+    """Median and minimum wall time (ms) of verifying ``def add`` against one test, ``runs``
+    times after one warm-up run."""
+    code, tests = "def add(a, b):\n    return a + b\n", "def test_small():\n    assert add(1, 2) == 3\n"
+    run_tests(code, tests, limits)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = run_tests(code, tests, limits)
+        times.append(time.perf_counter() - t0)
+        if not r.ok:
+            raise ConfigError(f"the start-up probe failed in the sandbox: {r.reason}")
+    return {"runs": runs, "median_ms": round(1000 * statistics.median(times), 1), "min_ms": round(1000 * min(times), 1)}
 
 
 def _throughput(sample: list[Case], limits: SandboxLimits) -> dict[str, Any]:
@@ -219,6 +245,9 @@ def _print_human(r: dict[str, Any]) -> None:
         t = r["throughput"]
         print(f"throughput on {t['sample']} canonical runs: {t['one_at_a_time_per_s']}/s one at a time, "
               f"{t['thread_pool_2_per_s']}/s on a thread pool of 2 (x{t['speedup']})")
+    if "startup" in r:
+        u = r["startup"]
+        print(f"sandbox start-up per candidate: median {u['median_ms']} ms, min {u['min_ms']} ms over {u['runs']} runs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--limit", type=int, default=None, help="only the first N problems (default: all 164)")
     ap.add_argument("--throughput", type=int, default=40, help="canonical runs to time one at a time vs 2 threads (0: skip)")
+    ap.add_argument("--startup", type=int, default=20, help="trivial runs to time the sandbox's start-up (0: skip)")
     args = ap.parse_args(argv)
-    report = run_check(args.limit, throughput=args.throughput)
+    report = run_check(args.limit, throughput=args.throughput, startup=args.startup)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
