@@ -23,7 +23,8 @@ __all__ = ["DETAILS", "Detail", "compact", "failure_text", "planner_system", "si
 class Detail:
     """How much of the skills and the inputs a prompt shows."""
 
-    literal_chars: int  # inputs whose JSON is at most this long are shown as they are
+    whole_chars: int  # task inputs whose whole JSON is at most this long are shown as they are
+    literal_chars: int  # else each input whose JSON is at most this long is shown as it is
     samples: int  # values shown from a long list
     keys: int  # keys named from a large object
     description_chars: int  # of each skill's description
@@ -31,9 +32,9 @@ class Detail:
 
 
 DETAILS = (
-    Detail(literal_chars=160, samples=3, keys=32, description_chars=320, outputs=True),
-    Detail(literal_chars=80, samples=2, keys=24, description_chars=160, outputs=True),
-    Detail(literal_chars=40, samples=1, keys=24, description_chars=80, outputs=False),
+    Detail(whole_chars=800, literal_chars=160, samples=3, keys=32, description_chars=320, outputs=True),
+    Detail(whole_chars=300, literal_chars=80, samples=2, keys=24, description_chars=160, outputs=True),
+    Detail(whole_chars=0, literal_chars=40, samples=1, keys=24, description_chars=80, outputs=False),
 )
 """From the fullest prompt to the smallest."""
 
@@ -143,7 +144,11 @@ def task_text(task: Task, detail: Detail = DETAILS[0]) -> str:
     lines = [f"Task: {task.goal.strip() or '(no goal text; the inputs and skill say it)'}"]
     if task.skill:
         lines.append(f"Skill named by the user: {task.skill}")
-    if task.inputs:
+    whole = compact(task.inputs) if task.inputs else ""
+    if whole and len(whole) <= detail.whole_chars:
+        lines.append(f"Task inputs (JSON): {whole}")
+        lines.append('(Pass them on with {"$input": "<path>"} or copy them.)')
+    elif task.inputs:
         lines.append('Task inputs (pass them on with {"$input": "<path>"}; long ones are summarized here):')
         for k, v in task.inputs.items():
             lines.append(f"- {k}: {summarize(v, detail)}")

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai_server import Fault, RecordedRequest, Reply, ScriptedOpenAIServer, openai_server  # noqa: F401
+from openai_server import (  # noqa: F401
+    Fault,
+    RecordedRequest,
+    Reply,
+    ScriptedOpenAIServer,
+    openai_server,
+)
 
 from orchestrator import Fleet, Plan, PlanError, Task, validate_plan
 from orchestrator.cli import main
@@ -180,7 +186,7 @@ async def test_solve_judge_and_small_model_read_wrapped_json(openai_server: Scri
     await planner.aclose()
     assert attempt.output == {"path": path} and attempt.info["calls"] == 1
 
-    openai_server.push(Reply(content=None, reasoning=f'Checking... {{"ok": true, "confidence": 0.9, "reason": "shortest"}}'))
+    openai_server.push(Reply(content=None, reasoning='Checking... {"ok": true, "confidence": 0.9, "reason": "shortest"}'))
     judge = LLMJudgeVerifier("route", settings=settings_for(openai_server))
     verdict = judge.check_batch([(MazeInput(grid=LEG), MazeOutput(path=[tuple(c) for c in path]))])[0]
     assert verdict.ok and verdict.score == pytest.approx(0.9)
@@ -285,7 +291,7 @@ async def test_a_plan_by_reference_runs_on_the_fleet(openai_server: ScriptedOpen
     assert report.status == "succeeded", report.error
     assert [tuple(c) for c in report.output] == bfs_path(grid)
     prompt = openai_server.chat_requests()[0].last_user
-    assert '{"$input": "<path>"}' in prompt and "- floors:" in prompt
+    assert '{"$input": "<path>"}' in prompt and 'Task inputs (JSON): {"floors":' in prompt  # small: shown whole
 
 
 # ---------------------------------------------------------------------------- strict schemas
@@ -392,3 +398,25 @@ async def test_a_gpt_4o_plan_costs_its_list_price() -> None:
         planned = await planner.plan(Task(goal="route"), default_registry())
         await planner.aclose()
     assert planned.cost.cost_usd == pytest.approx((1000 * 2.5 + 200 * 10.0) / 1e6)
+
+
+def test_the_coding_agent_adopts_a_plan_that_passes_the_spec_by_reference() -> None:
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    if str(root) not in sys.path:  # the examples live beside the packages
+        sys.path.insert(0, str(root))
+    from examples.coding_agent import adopt_plan, load_spec, spec_plan
+
+    spec = load_spec(root / "examples" / "coding_agent" / "specs" / "textstats.py")
+    literal = spec_plan(spec)
+    doc = literal.model_dump(mode="json", exclude_defaults=True)
+    for k, step in enumerate(doc["steps"][:-1]):  # every function step reads its spec by reference
+        for field in ("signature", "doc", "tests"):
+            step["inputs"][field] = {"$input": f"spec.functions.{k}.{field}"}
+    adopted = adopt_plan(spec, Plan.model_validate(doc))
+    assert [s.id for s in adopted.steps] == [s.id for s in literal.steps]
+    assert adopted.steps[0].inputs["tests"] == spec.functions[0].tests
+    doc["steps"][0]["inputs"]["tests"] = {"$input": "spec.functions.1.tests"}  # another function's tests
+    with pytest.raises(PlanError, match="does not carry the spec's tests"):
+        adopt_plan(spec, Plan.model_validate(doc))

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.errors import EscalationFailed, PlanError
 from orchestrator.models import Attempt, Plan, Step, StepResult, Strategy, Task
 from orchestrator.plan_check import references
+from orchestrator.refs import expand_task_inputs
 from planners.base import Planned, Planner
 from workers.base import Skill
 from workers.code import function_name
@@ -95,7 +96,8 @@ _GOAL = """Write the Python module {module!r} described by the spec in the input
 code.function steps (one per function in inputs.spec.functions, in the order given: each comes after \
 the functions it calls) and one final code.module step.
 - code.function step: id = the function's name; inputs = {{"signature": its signature, "doc": its doc, \
-"tests": its tests (copied exactly), "context": [{{"$ref": "<id>.code"}} for every name in inputs.needs[its name]]}}.
+"tests": its tests (passed on unchanged, e.g. {{"$input": "spec.functions.<k>.tests"}}), \
+"context": [{{"$ref": "<id>.code"}} for every name in inputs.needs[its name]]}}.
 - code.module step: id "module"; inputs = {{"module", "doc", "header", "tests"}} copied from the spec, \
 "names": every function's name in order, "parts": [{{"$ref": "<id>.code"}} for each function in order].
 - output: "module"."""
@@ -115,9 +117,10 @@ def adopt_plan(spec: Spec, plan: Plan, strategy: Strategy = DEFAULT_STRATEGY) ->
     Each spec function must have exactly one ``code.function`` step, with the spec's tests, whose
     ``context`` references the steps of every function it calls (so it runs after them). The
     function steps get ``strategy``; the final ``code.module`` step is always the agent's own.
+    ``{"$input": "spec.functions.0.tests"}`` references are read from the spec's task first.
     Raises PlanError naming the first problem."""
     by_name: dict[str, Step] = {}
-    for s in plan.steps:
+    for s in expand_task_inputs(plan.steps, spec_task(spec).inputs):
         if s.skill == "code.module":
             continue
         if s.skill != "code.function":
