@@ -87,17 +87,40 @@ def markdown(results: dict[str, Any]) -> str:
         verdict = "target met" if ok is True else ("target NOT met" if ok is False else "no target")
         out.append(f"**{name}** ({verdict}): {res.get('summary', '')}")
         out.append("")
-        if rows:
-            cols = list(dict.fromkeys(k for r in rows for k in r))
-            out.append("| " + " | ".join(cols) + " |")
-            out.append("|" + "---|" * len(cols))
-            for r in rows:
-                out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+        out.extend(_table(rows))
+        if res.get("simulated_model"):
+            out.extend(_sim_table(res["simulated_model"]))
+        for title, table in (res.get("tables") or {}).items():
+            out.append(f"*{name}: {title}*")
             out.append("")
+            out.extend(_table(table))
         if res.get("png"):
             out.append(f"![{name}]({res['png']})")
             out.append("")
     return "\n".join(out)
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out.extend("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows)
+    return [*out, ""]
+
+
+def _sim_table(sim: dict[str, Any]) -> list[str]:
+    """The simulated large model's stated parameters, one table."""
+    out = ["*simulated models (stated parameters and sources)*", "", "| parameter | value | source |", "|---|---|---|"]
+    for m in sim.get("models", []):
+        out.append(f"| {m['name']}: time to first token / output speed / max in flight | {m['ttft_s']} s / "
+                   f"{m['tokens_per_s']} tok/s / {m['max_concurrent']} | {m['source']} |")
+        out.append(f"| {m['name']}: price in / out per Mtok | ${m['usd_per_mtok_in']} / ${m['usd_per_mtok_out']} | (see above) |")
+    for e in sim.get("error_rates", []):
+        out.append(f"| error rate, {e['step']} | {e['error_rate']} | {e['source']} |")
+    out.append(f"| tokens | counted, not reported by a model | {sim.get('tokens', '')} |")
+    out.append(f"| seed | {sim.get('seed')} | wrong answers are chosen by a hash of seed and request |")
+    return [*out, ""]
 
 
 def _fmt(v: Any) -> str:

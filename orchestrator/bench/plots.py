@@ -2,7 +2,8 @@
 
 A benchmark may say how in ``result["plot"]``: ``kind`` (``bar`` | ``line``), ``x`` (the
 column on the x axis), ``y`` (columns to draw), optional ``group`` (one series per value of
-this column), ``logy`` (a symlog scale for the first panel) and ``title``. A bar chart draws one
+this column), ``logy`` (a symlog scale for the first panel), ``title`` and optional ``rows``
+(the rows to draw, when not all of the result's rows are points of the plot). A bar chart draws one
 panel per ``y`` column (their units differ); a line chart draws every ``y`` on one axis. Without it the first text column labels bars of the
 first numeric column.
 """
@@ -37,6 +38,8 @@ def plot_benchmark(name: str, result: dict[str, Any], out: Path) -> Path | None:
 
     rows: list[dict[str, Any]] = result.get("rows") or []
     spec = result.get("plot") or _default_spec(name, rows)
+    if spec is not None and spec.get("rows") is not None:
+        rows = list(spec["rows"])
     if not rows or spec is None:
         return None
     ys: list[str] = list(spec["y"])
