@@ -4,16 +4,23 @@ journal and events. Everything public is re-exported here.
     from orchestrator import Fleet, Task
     report = Fleet().run_sync(Task(skill="sudoku.solve", inputs={"puzzle": grid}))
 
-Names are resolved lazily (PEP 562), so ``workers`` can import ``orchestrator.models`` and
-``orchestrator.errors`` without pulling in the run loop (which imports ``workers``).
+The data models and errors live in the bottom layer (``tinyfleet_core``), so nothing below
+the run loop imports this package and every name here is imported eagerly. ``import
+tinyfleet`` gives the same names and the rest of the public API.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from .errors import (
+from orchestrator.budget import BudgetTracker
+from orchestrator.config import FleetConfig
+from orchestrator.escalation import LARGE, Policy
+from orchestrator.executor import Executor, LocalExecutor, PoolSpec
+from orchestrator.fleet import Fleet
+from orchestrator.journal import Journal
+from orchestrator.ray_executor import RayExecutor
+from orchestrator.tracing import OpenTelemetryHook, StepSpans
+from planners.plan_check import validate_plan
+from tinyfleet_core.errors import (
     BudgetExceeded,
     ConfigError,
     EscalationFailed,
@@ -23,7 +30,7 @@ from .errors import (
     WorkerError,
     WorkerUnavailable,
 )
-from .models import (
+from tinyfleet_core.models import (
     Attempt,
     Budget,
     Cost,
@@ -38,45 +45,7 @@ from .models import (
     Trial,
     Verdict,
 )
-
-if TYPE_CHECKING:
-    from .budget import BudgetTracker
-    from .escalation import LARGE, Policy
-    from .executor import Executor, LocalExecutor, PoolSpec
-    from .fleet import Fleet
-    from .journal import Journal
-    from .ledger import Price, PriceTable
-    from .plan_check import validate_plan
-    from .ray_executor import RayExecutor
-    from .config import FleetConfig
-    from .tracing import OpenTelemetryHook, StepSpans
-
-_LAZY = {
-    "Fleet": ".fleet",
-    "Policy": ".escalation",
-    "LARGE": ".escalation",
-    "Executor": ".executor",
-    "LocalExecutor": ".executor",
-    "PoolSpec": ".executor",
-    "RayExecutor": ".ray_executor",
-    "Journal": ".journal",
-    "BudgetTracker": ".budget",
-    "Price": ".ledger",
-    "PriceTable": ".ledger",
-    "validate_plan": ".plan_check",
-    "FleetConfig": ".config",
-    "StepSpans": ".tracing",
-    "OpenTelemetryHook": ".tracing",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
-
+from tinyfleet_core.prices import Price, PriceTable
 
 __all__ = [
     "Fleet",

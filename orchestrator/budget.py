@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from .errors import BudgetExceeded
-from .models import Budget, Cost
+from tinyfleet_core.errors import BudgetExceeded
+from tinyfleet_core.models import Budget, Cost
 
 __all__ = ["BudgetTracker"]
 

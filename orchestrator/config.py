@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
-from .models import Budget
+from tinyfleet_core.errors import ConfigError
+from tinyfleet_core.models import Budget
 
 if TYPE_CHECKING:
-    from .fleet import Fleet
+    from orchestrator.fleet import Fleet
 
 __all__ = ["FleetConfig"]
 
@@ -91,8 +91,8 @@ class FleetConfig(BaseModel):
 
     def build(self) -> Fleet:
         """A Fleet built from this configuration."""
-        from .escalation import Policy
-        from .fleet import Fleet
+        from orchestrator.escalation import Policy
+        from orchestrator.fleet import Fleet
 
         planner = None
         if self.planner == "openai":

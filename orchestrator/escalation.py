@@ -15,8 +15,8 @@ from typing import Literal
 
 from workers.base import Skill, Tier, Worker
 
-from .errors import ConfigError, EscalationFailed
-from .models import SelectRule, Step, Trial
+from tinyfleet_core.errors import ConfigError, EscalationFailed
+from tinyfleet_core.models import SelectRule, Step, Trial
 
 __all__ = ["Policy", "LARGE", "ladder_for", "select"]
 

@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 from workers.base import Job, PoolOptions, Worker
 
-from .batching import Batcher
-from .errors import ConfigError, WorkerError
-from .models import Attempt
+from orchestrator.batching import Batcher
+from tinyfleet_core.errors import ConfigError, WorkerError
+from tinyfleet_core.models import Attempt
 
 __all__ = ["Executor", "PoolSpec", "LocalExecutor", "run_worker_batch", "ExecutorStats"]
 

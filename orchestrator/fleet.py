@@ -26,15 +26,16 @@ from workers.base import Skill
 from workers.builtin import default_registry
 from workers.registry import SkillRegistry
 
-from .budget import BudgetTracker
-from .errors import ConfigError, TinyfleetError
-from .escalation import Policy
-from .executor import Executor, LocalExecutor
-from .journal import Journal
-from .ledger import DriverClock, PriceTable
-from .models import Budget, Cost, Event, Plan, RunReport, StepResult, Task
-from .plan_check import validate_plan
-from .run import PlanRun
+from orchestrator.budget import BudgetTracker
+from tinyfleet_core.errors import ConfigError, TinyfleetError
+from orchestrator.escalation import Policy
+from orchestrator.executor import Executor, LocalExecutor
+from orchestrator.journal import Journal
+from orchestrator.ledger import DriverClock
+from tinyfleet_core.prices import PriceTable
+from tinyfleet_core.models import Budget, Cost, Event, Plan, RunReport, StepResult, Task
+from planners.plan_check import validate_plan
+from orchestrator.run import PlanRun
 
 __all__ = ["Fleet"]
 
@@ -85,7 +86,7 @@ class Fleet:
     @classmethod
     def from_config(cls, file: str | Path | None = None, **overrides: Any) -> Fleet:
         """A Fleet from a config file, the environment and ``overrides`` (see FleetConfig)."""
-        from .config import FleetConfig
+        from orchestrator.config import FleetConfig
 
         return FleetConfig.load(file, **overrides).build()
 
@@ -95,7 +96,7 @@ class Fleet:
             if self._executor_arg == "local":
                 self._executor = LocalExecutor()
             else:
-                from .ray_executor import RayExecutor
+                from orchestrator.ray_executor import RayExecutor
 
                 self._executor = RayExecutor(address=self._address)
         return self._executor

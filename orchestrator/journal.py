@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import ConfigError
-from .models import Plan, StepResult, Task
+from tinyfleet_core.errors import ConfigError
+from tinyfleet_core.models import Plan, StepResult, Task
 
 __all__ = ["Journal", "journal_path"]
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import TextIO
 
-from .models import Event, RunReport
+from tinyfleet_core.models import Event, RunReport
 
 __all__ = ["Progress", "summary"]
 

@@ -32,10 +32,10 @@ from typing import Any
 
 from workers.base import Job, PoolOptions, Worker
 
-from .batching import Batcher
-from .errors import ConfigError, TinyfleetError, WorkerError, WorkerUnavailable
-from .executor import Executor, PoolSpec, _LocalPool, run_worker_batch
-from .models import Attempt
+from orchestrator.batching import Batcher
+from tinyfleet_core.errors import ConfigError, TinyfleetError, WorkerError, WorkerUnavailable
+from orchestrator.executor import Executor, PoolSpec, _LocalPool, run_worker_batch
+from tinyfleet_core.models import Attempt
 
 __all__ = ["RayExecutor", "PoolActor", "ensure_ray"]
 

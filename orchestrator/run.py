@@ -23,25 +23,53 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from orchestrator.budget import BudgetTracker
+from orchestrator.escalation import Policy, ladder_for, select
+from orchestrator.executor import Executor, PoolSpec
+from orchestrator.journal import Journal
+from orchestrator.ledger import DriverClock, totals
+from planners.base import Planner
+from planners.plan_check import references, split_ref, topological_order
+from tinyfleet_core.errors import (
+    BudgetExceeded,
+    InputError,
+    TinyfleetError,
+    WorkerUnavailable,
+)
+from tinyfleet_core.models import (
+    Attempt,
+    Cost,
+    Event,
+    EventKind,
+    Plan,
+    RunReport,
+    RunStatus,
+    Step,
+    StepResult,
+    Task,
+    Trial,
+    Verdict,
+)
+from tinyfleet_core.refs import resolve_references
 from workers.base import Job, Skill, Tier, Verifier
-from workers.registry import validate_payload
+from workers.registry import SkillRegistry, validate_payload
 
-from .budget import BudgetTracker
-from .errors import BudgetExceeded, InputError, TinyfleetError, WorkerUnavailable
-from .escalation import Policy, ladder_for, select
-from .executor import PoolSpec
-from .journal import Journal
-from .ledger import DriverClock, totals
-from .models import Attempt, Cost, Event, EventKind, Plan, RunReport, RunStatus, Step, StepResult, Task, Trial, Verdict
-from .plan_check import references, split_ref, topological_order
-from .refs import resolve_references
 
-if TYPE_CHECKING:
-    from .fleet import Fleet
+class FleetParts(Protocol):
+    """What a run needs of the Fleet that starts it (:class:`orchestrator.fleet.Fleet` is one)."""
+
+    @property
+    def planner(self) -> Planner: ...
+
+    @property
+    def executor(self) -> Executor: ...
+
+    @property
+    def registry(self) -> SkillRegistry: ...
 
 __all__ = ["PlanRun"]
 
@@ -53,7 +81,7 @@ class PlanRun:
 
     def __init__(
         self,
-        fleet: Fleet,
+        fleet: FleetParts,
         task: Task,
         plan: Plan,
         validated: dict[str, BaseModel],
@@ -411,7 +439,7 @@ class PlanRun:
     async def _verify_on_pool(
         self, skill: Skill, batch: list[tuple[BaseModel, BaseModel]], extra: list[BaseModel | None] | None
     ) -> tuple[list[Verdict], float]:
-        from workers.verifier_pool import VerifierWorkerFactory, VerifyRequest
+        from workers.serving.verifier_pool import VerifierWorkerFactory, VerifyRequest
 
         assert skill.verifier is not None and skill.verifier_pool is not None
         factory = VerifierWorkerFactory(skill)

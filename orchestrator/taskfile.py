@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import InputError
-from .models import Task
+from tinyfleet_core.errors import InputError
+from tinyfleet_core.models import Task
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "json_depth", "load_task", "read_json"]
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .models import Event
+from tinyfleet_core.errors import ConfigError
+from tinyfleet_core.models import Event
 
 __all__ = ["StepSpan", "StepSpans", "OpenTelemetryHook"]
 

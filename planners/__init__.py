@@ -1,7 +1,7 @@
 """Planners: the Planner protocol and the offline rule planner (the LLM planner lives in
 ``planners.openai``)."""
 
-from .base import Planned, Planner
-from .rules import RulePlanner
+from planners.base import Planned, Planner
+from planners.rules import RulePlanner
 
 __all__ = ["Planner", "Planned", "RulePlanner"]

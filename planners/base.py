@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from orchestrator.models import Attempt, Cost, Plan, Step, StepResult, Task
+from tinyfleet_core.models import Attempt, Cost, Plan, Step, StepResult, Task
 from workers.base import Skill
 from workers.registry import SkillRegistry
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator.errors import PlanError
-from orchestrator.models import Budget, Plan, Step
-from orchestrator.plan_check import has_refs, validate_plan
-from orchestrator.refs import step_inputs_with_task_inputs
+from tinyfleet_core.errors import PlanError
+from tinyfleet_core.models import Budget, Plan, Step
+from planners.plan_check import has_refs, validate_plan
+from tinyfleet_core.refs import step_inputs_with_task_inputs
 from workers.base import Skill
 from workers.registry import SkillRegistry
 

@@ -2,7 +2,7 @@
 task with its large inputs summarized (shapes, lengths, a few values), never copied whole.
 
 The data stays in the task: a plan passes it on with ``{"$input": "<path>"}`` (see
-``orchestrator.refs``), so neither the prompt nor the plan carries a series. ``Detail``
+``tinyfleet_core.refs``), so neither the prompt nor the plan carries a series. ``Detail``
 says how much to show; the planner steps it down when a server says the prompt is too long.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.models import StepResult, Task
+from tinyfleet_core.models import StepResult, Task
 from workers.registry import SkillRegistry
 
 __all__ = ["DETAILS", "Detail", "compact", "failure_text", "planner_system", "signature", "skills_text", "summarize", "task_text"]

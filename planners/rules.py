@@ -12,13 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.errors import EscalationFailed, PlanError
-from orchestrator.models import Attempt, Plan, Step, StepResult, Strategy, Task
+from tinyfleet_core.errors import EscalationFailed, PlanError
+from tinyfleet_core.models import Attempt, Plan, Step, StepResult, Strategy, Task
 from workers.base import Skill
-from workers.maze import with_endpoints
+from workers.kits.maze import with_endpoints
 from workers.registry import SkillRegistry
 
-from .base import Planned
+from planners.base import Planned
 
 __all__ = ["RulePlanner"]
 

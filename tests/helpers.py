@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from orchestrator import Attempt, Cost, Plan, Step, StepResult, Task
 from planners.base import Planned
 from planners.rules import RulePlanner
-from workers import Job, Worker, sudoku
+from workers import Job, Worker
+from workers.kits import sudoku
 from workers.base import Skill
 from workers.builtin import default_registry, maze_skill, sudoku_skill
 from workers.registry import SkillRegistry

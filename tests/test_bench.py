@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator.bench import (
+from tinyfleet.bench import (
     BENCHMARKS,
     bench_command,
     markdown,
     run_benchmarks,
     write_results,
 )
-from orchestrator.bench.escalation import ROWS, exact_answer, prices, workload
-from orchestrator.bench.simulated_llm import (
+from tinyfleet.bench.escalation import ROWS, exact_answer, prices, workload
+from tinyfleet.bench.simulated_llm import (
     GPT4O_CLASS,
     SimConfig,
     category,
@@ -33,10 +33,10 @@ from orchestrator.bench.simulated_llm import (
     count_tokens,
     respond,
 )
-from orchestrator.bench.stub_server import BenchStubServer
-from orchestrator.errors import InputError
-from orchestrator.models import Step
-from workers import maze, sudoku
+from tinyfleet.bench.stub_server import BenchStubServer
+from tinyfleet_core.errors import InputError
+from tinyfleet_core.models import Step
+from workers.kits import maze, sudoku
 from workers.builtin import default_registry
 
 ROW_FIELDS = ("name", "verified_share", "large_calls", "tokens_in", "tokens_out", "cost_usd", "cpu_seconds", "wall_s")
@@ -71,7 +71,7 @@ def _verdict(skill: str, inp: dict[str, Any], out: dict[str, Any]) -> tuple[bool
 def test_every_benchmark_is_registered() -> None:
     for name in ["escalation", "batching", "dag", "halting", "particles", "dispatch", "verify"]:
         assert name in BENCHMARKS
-        assert callable(importlib.import_module(BENCHMARKS[name], "orchestrator.bench").run)
+        assert callable(importlib.import_module(BENCHMARKS[name], "tinyfleet.bench").run)
 
 
 def test_unknown_benchmark_is_an_input_error() -> None:
@@ -171,7 +171,7 @@ def test_planner_solve_is_priced_from_the_real_prompt_over_http() -> None:
 
 
 def test_escalation_reports_the_four_baselines() -> None:
-    from orchestrator.bench import escalation
+    from tinyfleet.bench import escalation
 
     res = escalation.run(True, tiny=True)
     _check_shape(res)
@@ -205,7 +205,7 @@ def test_workload_mixes_every_category() -> None:
 
 
 def test_batching_tiny(ray_session: None) -> None:
-    from orchestrator.bench import batching
+    from tinyfleet.bench import batching
 
     res = batching.run(True, tiny=True)
     _check_shape(res)
@@ -219,7 +219,7 @@ def test_batching_tiny(ray_session: None) -> None:
 
 
 def test_dag_compares_the_fleet_with_a_react_loop() -> None:
-    from orchestrator.bench import dag
+    from tinyfleet.bench import dag
 
     res = dag.run(True, tiny=True)
     _check_shape(res)
@@ -231,7 +231,7 @@ def test_dag_compares_the_fleet_with_a_react_loop() -> None:
 
 
 def test_dag_react_answer_script() -> None:
-    from orchestrator.bench.dag import answer
+    from tinyfleet.bench.dag import answer
 
     task = "Task: t\nTask inputs (JSON): " + json.dumps({"questions": ["a", "b"]})
     sys_msg = {"role": "system", "content": "You are a ReAct agent. tools"}
@@ -244,7 +244,7 @@ def test_dag_react_answer_script() -> None:
 
 
 def test_dispatch_tiny(ray_session: None) -> None:
-    from orchestrator.bench import dispatch
+    from tinyfleet.bench import dispatch
 
     res = dispatch.run(True, tiny=True)
     _check_shape(res)
@@ -254,7 +254,7 @@ def test_dispatch_tiny(ray_session: None) -> None:
 
 
 def test_halting_tiny() -> None:
-    from orchestrator.bench import halting
+    from tinyfleet.bench import halting
 
     res = halting.run(True, tiny=True)
     _check_shape(res)
@@ -265,7 +265,7 @@ def test_halting_tiny() -> None:
 
 
 def test_particles_tiny() -> None:
-    from orchestrator.bench import particles
+    from tinyfleet.bench import particles
 
     res = particles.run(True, tiny=True)
     _check_shape(res)

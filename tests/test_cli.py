@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from workers import maze, sudoku
+from workers.kits import maze, sudoku
 
 from helpers import sudoku_items
 

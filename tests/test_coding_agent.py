@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # the examples live beside the packages, not insi
 
 from openai_server import RecordedRequest, Reply, ScriptedOpenAIServer, openai_server  # noqa: E402, F401
 
-from examples.coding_agent import (  # noqa: E402
+from tinyfleet.examples.coding_agent import (  # noqa: E402
     BuildResult,
     SpecPlanner,
     adopt_plan,
@@ -40,7 +40,7 @@ from examples.coding_agent import (  # noqa: E402
 )
 from orchestrator import Event, Fleet, InputError, PlanError, Price, PriceTable, Strategy  # noqa: E402
 from planners.openai import OpenAIPlanner, OpenAISettings  # noqa: E402
-from workers.llm import particle_seed  # noqa: E402
+from workers.llm.followers import particle_seed  # noqa: E402
 from workers.sandbox import SandboxLimits  # noqa: E402
 
 RUN_SEED = 2026  # the small model's seeds derive from it: particle k of a step is particle_seed(RUN_SEED, step, k)

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import pytest
 
 from orchestrator import Attempt, Executor, PoolSpec, WorkerError
-from workers import Job, PoolOptions, Worker, sudoku
-from workers.classic import SudokuExactSolver
+from workers import Job, PoolOptions, Worker
+from workers.kits import sudoku
+from workers.kits.classic import SudokuExactSolver
 
 from helpers import sudoku_items
 

@@ -20,7 +20,9 @@ from orchestrator import (
     Task,
 )
 from orchestrator.journal import Journal
-from workers import PoolOptions, Tier, default_registry, sudoku
+from workers import PoolOptions, Tier
+from workers.builtin import default_registry
+from workers.kits import sudoku
 from workers.builtin import sudoku_skill
 
 from helpers import AlwaysWrongWorker, ExactLargeModel, SlowWorker, WrongThenRightWorker, classic_registry, sudoku_items

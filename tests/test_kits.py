@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import InputError
-from workers import maze, sudoku
+from workers.kits import maze, sudoku
 from workers.registry import validate_payload
 
 

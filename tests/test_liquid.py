@@ -16,13 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import ConfigError, Cost, Fleet, InputError, Task
-from orchestrator.models import Attempt, Step
+from tinyfleet_core.models import Attempt, Step
 from planners.rules import RulePlanner
 from workers.base import Skill
 from workers import Job, PoolOptions, Tier, Worker, validate_payload
-from workers import series
+from workers.kits import series
 from workers.builtin import default_registry
-from workers.liquid import (
+from workers.serving.liquid import (
     CfCAnomalyScorer,
     CfCForecaster,
     ClassicalForecaster,
@@ -34,7 +34,7 @@ from workers.liquid import (
     load_checkpoint,
     pinball_loss,
 )
-from workers.liquid_training import real_series, training_batch
+from workers.training.liquid import real_series, training_batch
 
 torch.set_num_threads(1)
 
@@ -125,7 +125,7 @@ def _forecast(worker: Worker, values: Sequence[float], horizon: int, season: int
 def test_checkpoint_forecasts_real_series_near_its_model_card(kind: str) -> None:
     """The card's own evaluation (18 real series x 3 origins), re-run: the checkpoint and
     the inference path still measure what the card says, within a few points."""
-    from workers.liquid_training import evaluate_forecast
+    from workers.training.liquid import evaluate_forecast
 
     model, card = load_checkpoint(checkpoint_path("series.forecast", kind))
     got = evaluate_forecast(model, real_series())["summary"]

@@ -20,18 +20,19 @@ from openai_server import (  # noqa: F401
 )
 
 from orchestrator import Fleet, Plan, PlanError, Task, validate_plan
-from orchestrator.cli import main
-from orchestrator.errors import ModelOutputError
-from orchestrator.ledger import Price, PriceTable
-from orchestrator.refs import expand_task_inputs, resolve_references
-from planners.openai import ContextTooLong, OpenAIPlanner, OpenAISettings
+from tinyfleet.cli import main
+from tinyfleet_core.errors import ModelOutputError
+from tinyfleet_core.prices import Price, PriceTable
+from tinyfleet_core.refs import expand_task_inputs, resolve_references
+from workers.llm.client import ContextTooLong, OpenAISettings
+from planners.openai import OpenAIPlanner
 from planners.plan_problems import plan_problems
-from planners.prices import BUILTIN_PRICES, load_price_table, model_price
-from planners.reply_parsing import ModelReply, ReplyError, read_json_reply
+from workers.llm.prices import BUILTIN_PRICES, load_price_table, model_price
+from workers.llm.reply_parsing import ModelReply, ReplyError, read_json_reply
 from planners.strict_schema import strict_plan_schema, strict_violations
 from workers.builtin import default_registry, maze_skill
-from workers.llm import LLMJudgeVerifier, SmallLLMWorker
-from workers.maze import MazeInput, MazeOutput, bfs_path, with_endpoints
+from workers.llm.followers import LLMJudgeVerifier, SmallLLMWorker
+from workers.kits.maze import MazeInput, MazeOutput, bfs_path, with_endpoints
 
 KEY = "sk-tinyfleet-replies-" + "Zq8pW" * 4
 MODEL = "big-test-model"
@@ -384,7 +385,7 @@ def test_builtin_prices_price_common_models_and_can_be_overridden(tmp_path: Path
     mine = load_price_table(env={"TINYFLEET_PRICES": str(override)})
     assert model_price(mine, "gpt-4o").per_mtok_in == 1.0 and model_price(mine, "qwen3:8b").per_call == 0.01
     assert model_price(mine, "gpt-4.1") == BUILTIN_PRICES["gpt-4.1"]
-    from orchestrator.errors import ConfigError
+    from tinyfleet_core.errors import ConfigError
 
     override.write_text("{nope")
     with pytest.raises(ConfigError, match="TINYFLEET_PRICES"):
@@ -406,7 +407,7 @@ def test_the_coding_agent_adopts_a_plan_that_passes_the_spec_by_reference() -> N
     root = Path(__file__).resolve().parents[1]
     if str(root) not in sys.path:  # the examples live beside the packages
         sys.path.insert(0, str(root))
-    from examples.coding_agent import adopt_plan, load_spec, spec_plan
+    from tinyfleet.examples.coding_agent import adopt_plan, load_spec, spec_plan
 
     spec = load_spec(root / "examples" / "coding_agent" / "specs" / "textstats.py")
     literal = spec_plan(spec)

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from orchestrator import Event, Fleet, Plan, Step, Task, validate_plan
-from workers import default_registry, maze, sudoku
+from workers.builtin import default_registry
+from workers.kits import maze, sudoku
 
 from helpers import classic_registry
 

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from orchestrator import Budget, Plan, PlanError, Step, Task, validate_plan
 from planners import RulePlanner
-from workers import default_registry
-from workers.maze import generate
+from workers.builtin import default_registry
+from workers.kits.maze import generate
 
 from helpers import sudoku_items
 

@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # the examples live beside the packages, not insi
 from matplotlib.image import imread  # noqa: E402
 from openai_server import RecordedRequest, Reply, ScriptedOpenAIServer, openai_server  # noqa: E402, F401
 
-from examples.planning_agent import (  # noqa: E402
+from tinyfleet.examples.planning_agent import (  # noqa: E402
     DayResult,
     build_plan_a,
     build_plan_b,
@@ -33,10 +33,10 @@ from examples.planning_agent import (  # noqa: E402
     render_day,
     run_day,
 )
-from examples.planning_agent.cli import main as agent_main  # noqa: E402
-from examples.planning_agent.render import ROUTE_COLOR  # noqa: E402
-from examples.planning_agent.scenario import to_json  # noqa: E402
-from examples.planning_agent.skills import (  # noqa: E402
+from tinyfleet.examples.planning_agent.cli import main as agent_main  # noqa: E402
+from tinyfleet.examples.planning_agent.render import ROUTE_COLOR  # noqa: E402
+from tinyfleet.examples.planning_agent.scenario import to_json  # noqa: E402
+from tinyfleet.examples.planning_agent.skills import (  # noqa: E402
     ChooseInput,
     ChooseOutput,
     ItineraryInput,
@@ -46,15 +46,15 @@ from examples.planning_agent.skills import (  # noqa: E402
     TourVerifier,
     choose_tour,
 )
-from examples.planning_agent.agent import day_task  # noqa: E402
+from tinyfleet.examples.planning_agent.agent import day_task  # noqa: E402
 from orchestrator import Event, Fleet, InputError, PlanError, validate_plan  # noqa: E402
-from orchestrator.refs import expand_task_inputs  # noqa: E402
+from tinyfleet_core.refs import expand_task_inputs  # noqa: E402
 from planners.openai import OpenAIPlanner, OpenAISettings  # noqa: E402
-from examples.planning_agent.legs import city_start_tier, leg_grid, window_sizes  # noqa: E402
+from tinyfleet.examples.planning_agent.legs import city_start_tier, leg_grid, window_sizes  # noqa: E402
 from workers.base import Tier  # noqa: E402
 from workers.builtin import maze_skill  # noqa: E402
-from workers.classic import MazeGreedyWorker  # noqa: E402
-from workers.maze import bfs_distances, bfs_path, check_path, with_endpoints  # noqa: E402
+from workers.kits.classic import MazeGreedyWorker  # noqa: E402
+from workers.kits.maze import bfs_distances, bfs_path, check_path, with_endpoints  # noqa: E402
 from workers.registry import SkillRegistry  # noqa: E402
 
 SEED = 7
@@ -241,7 +241,7 @@ def test_itinerary_verifier_rejects_a_leg_that_is_not_shortest() -> None:
     legs = [{"path": bfs_path(with_endpoints(inp.grid, a, b))} for a, b in zip(tour, tour[1:], strict=False)]
     day = inp.model_dump(exclude={"forecasts"})
     it_in = ItineraryInput.model_validate({**day, "choice": choice.model_dump(), "legs": legs})
-    from examples.planning_agent.skills import build_itinerary
+    from tinyfleet.examples.planning_agent.skills import build_itinerary
 
     it = build_itinerary(it_in)
     v = ItineraryVerifier()
@@ -373,9 +373,9 @@ def test_cli_rejects_a_bad_scenario_with_one_line_and_exit_2(tmp_path: Path, cap
 
 def test_demo_command_takes_the_tinyfleet_demo_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``tinyfleet demo`` hands its parsed arguments (json, out, seed, executor, address) over."""
-    from orchestrator.cli import build_parser
+    from tinyfleet.cli import build_parser
 
-    from examples.planning_agent import demo_command
+    from tinyfleet.examples.planning_agent import demo_command
 
     out = tmp_path / "demo"
     args = build_parser().parse_args(["demo", "--out", str(out), "--executor", "local"])

@@ -23,9 +23,11 @@ import yaml
 
 from orchestrator import Fleet, Plan, Policy, PoolSpec, Step, Task
 from orchestrator.ray_executor import RayExecutor
-from workers import PoolOptions, Tier, default_registry, sudoku
+from workers import PoolOptions, Tier
+from workers.builtin import default_registry
+from workers.kits import sudoku
 from workers.builtin import sudoku_skill
-from workers.classic import SudokuExactSolver
+from workers.kits.classic import SudokuExactSolver
 
 from helpers import SlowWorker, sudoku_items
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import orchestrator  # noqa: F401  (imports the SDK before workers, as users do)
-from orchestrator.errors import InputError
+from tinyfleet_core.errors import InputError
 from workers.builtin import default_registry
 from workers.code import CodeInput, CodeOutput, CodeTestsVerifier
 from workers.registry import validate_payload

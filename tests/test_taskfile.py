@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import ConfigError, InputError
+from tinyfleet_core.errors import ConfigError, InputError
 from orchestrator.journal import journal_path
-from orchestrator.models import Task
+from tinyfleet_core.models import Task
 from orchestrator.taskfile import MAX_DEPTH, json_depth, load_task, read_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from orchestrator import InputError
-from workers import maze, sudoku
-from workers.neural import crop_border, load_checkpoint, maze_labels
-from workers.training import (
+from workers.kits import maze, sudoku
+from workers.serving.neural import crop_border, load_checkpoint, maze_labels
+from workers.training.trainer import (
     DeepSupervision,
     MazeData,
     Recipe,

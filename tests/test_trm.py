@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from orchestrator import ConfigError, Fleet, Task
-from workers import maze, sudoku
+from workers.kits import maze, sudoku
 from workers.base import Job
-from workers.neural import (
+from workers.serving.neural import (
     CHECKPOINT_DIR,
     TRMMazeWorker,
     TRMSudokuWorker,
@@ -29,7 +29,7 @@ from workers.neural import (
     maze_labels,
     set_torch_threads,
 )
-from workers.trm import TRM, TRMConfig, run_recursive, stablemax_cross_entropy
+from workers.models.trm import TRM, TRMConfig, run_recursive, stablemax_cross_entropy
 
 torch.set_num_threads(1)
 
@@ -137,7 +137,7 @@ CONFIDENT_FLOOR = 0.95
 
 
 def card_sudoku(n: int, count: int, seed: int) -> list[tuple[list[list[int]], list[list[int]]]]:
-    from workers.training import task_data
+    from workers.training.trainer import task_data
 
     return task_data("sudoku.solve", n, 0).items(count, "tests", seed)
 

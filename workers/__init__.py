@@ -1,30 +1,16 @@
 """Workers, verifiers and skills: the base classes, the registry, the task kits and the
 built-in skills with their ladders.
 
-``default_registry`` (and with it torch, for the neural tiers) is imported on first use, so
-a process that hosts only a pure-Python worker (a Ray actor of the greedy maze pool, say)
-never pays for torch.
+The built-in skills (``workers.builtin.default_registry``, which imports torch for the neural
+tiers) are not imported here, so a process that hosts only a pure-Python worker (a Ray actor
+of the greedy maze pool, say) never pays for torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from .base import Job, PoolOptions, Skill, Tier, Verifier, Worker
-from .custom import FunctionVerifier, FunctionWorker, define_skill, tier
-from .registry import SkillRegistry, validate_payload
-
-if TYPE_CHECKING:
-    from .builtin import default_registry
-
-
-def __getattr__(name: str) -> Any:
-    if name == "default_registry":
-        value = importlib.import_module(".builtin", __name__).default_registry
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'workers' has no attribute {name!r}")
+from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
+from workers.custom import FunctionVerifier, FunctionWorker, define_skill, tier
+from workers.registry import SkillRegistry, validate_payload
 
 
 __all__ = [
@@ -35,7 +21,6 @@ __all__ = [
     "Tier",
     "PoolOptions",
     "SkillRegistry",
-    "default_registry",
     "validate_payload",
     "define_skill",
     "tier",

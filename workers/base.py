@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from orchestrator.models import Attempt, Cost, Verdict
+from tinyfleet_core.models import Attempt, Cost, Verdict
 
 __all__ = ["Job", "Worker", "Verifier", "Tier", "TierKind", "Skill", "PoolOptions"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import maze, sudoku
-from .base import PoolOptions, Skill, Tier, Worker
-from .code import code_skill
-from .liquid import series_skills
-from .classic import (
+from workers.kits import maze, sudoku
+from workers.base import PoolOptions, Skill, Tier, Worker
+from workers.code import code_skill
+from workers.serving.liquid import series_skills
+from workers.kits.classic import (
     MazeBFSSolver,
     MazeGreedyWorker,
     RouteAssembler,
@@ -28,9 +28,9 @@ from .classic import (
     SudokuExactSolver,
     SudokuPropagationWorker,
 )
-from .neural import HRMMazeWorker, HRMSudokuWorker, TRMMazeWorker, TRMSudokuWorker, served_sizes
-from .registry import SkillRegistry
-from .verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
+from workers.serving.neural import HRMMazeWorker, HRMSudokuWorker, TRMMazeWorker, TRMSudokuWorker, served_sizes
+from workers.registry import SkillRegistry
+from workers.kits.verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
 
 __all__ = ["default_registry", "sudoku_skill", "maze_skill", "route_skill"]
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestrator.models import Verdict
+from tinyfleet_core.models import Verdict
 
-from .base import PoolOptions, Skill, Verifier
-from .sandbox import SandboxLimits, SandboxResult, plan_tests, run_tests
+from workers.base import PoolOptions, Skill, Verifier
+from workers.sandbox import SandboxLimits, SandboxResult, plan_tests, run_tests
 
 __all__ = ["CodeInput", "CodeOutput", "CodeTestsVerifier", "code_skill", "function_name", "sandbox_details"]
 

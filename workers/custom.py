@@ -32,10 +32,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.errors import ConfigError, WorkerError
-from orchestrator.models import Attempt, Verdict
+from tinyfleet_core.errors import ConfigError, WorkerError
+from tinyfleet_core.models import Attempt, Verdict
 
-from .base import Job, PoolOptions, Skill, Tier, TierKind, Verifier, Worker
+from workers.base import Job, PoolOptions, Skill, Tier, TierKind, Verifier, Worker
 
 __all__ = ["FunctionWorker", "FunctionVerifier", "tier", "define_skill"]
 

@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import ConfigError
+from tinyfleet_core.errors import ConfigError
 
-from .sandbox import SandboxLimits, run_tests
+from workers.sandbox import SandboxLimits, run_tests
 
 __all__ = ["Case", "load_cases", "main", "mutants", "run_check"]
 

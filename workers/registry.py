@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.errors import ConfigError, InputError, PlanError
+from tinyfleet_core.errors import ConfigError, InputError, PlanError
 
-from .base import Skill
+from workers.base import Skill
 
 __all__ = ["SkillRegistry", "validate_payload"]
 

@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from orchestrator.errors import ConfigError, InputError
+from tinyfleet_core.errors import ConfigError, InputError
 
-from . import sandbox_seccomp
+from workers import sandbox_seccomp
 
 __all__ = [
     "TOPLEVEL_TEST",

@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.errors import ConfigError, PlanError
+from tinyfleet_core.errors import ConfigError, PlanError
 from orchestrator.fleet import Fleet
-from orchestrator.ledger import PriceTable
-from orchestrator.models import Cost, Plan, RunReport, StepResult, Strategy
-from planners.openai import OpenAIPlanner, OpenAISettings
+from tinyfleet_core.prices import PriceTable
+from tinyfleet_core.models import Cost, Plan, RunReport, StepResult, Strategy
+from planners.openai import OpenAIPlanner
+from workers.llm.client import OpenAISettings
 from workers.code import function_name
 
 from .assemble import assemble, stub_part

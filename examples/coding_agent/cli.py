@@ -14,9 +14,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from orchestrator.errors import InputError
-from orchestrator.models import Strategy
-from orchestrator.cli import run_guarded
+from tinyfleet_core.errors import InputError
+from tinyfleet_core.models import Strategy
+from orchestrator.exit_status import run_guarded
 from orchestrator.progress import Progress, summary
 
 from .agent import BuildResult, build_module, make_fleet

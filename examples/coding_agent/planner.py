@@ -20,10 +20,10 @@ import re
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.errors import EscalationFailed, PlanError
-from orchestrator.models import Attempt, Plan, Step, StepResult, Strategy, Task
-from orchestrator.plan_check import references
-from orchestrator.refs import expand_task_inputs
+from tinyfleet_core.errors import EscalationFailed, PlanError
+from tinyfleet_core.models import Attempt, Plan, Step, StepResult, Strategy, Task
+from planners.plan_check import references
+from tinyfleet_core.refs import expand_task_inputs
 from planners.base import Planned, Planner
 from workers.base import Skill
 from workers.code import function_name

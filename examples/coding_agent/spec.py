@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.errors import InputError
+from tinyfleet_core.errors import InputError
 from workers.code import function_name
 from workers.sandbox import plan_tests
 

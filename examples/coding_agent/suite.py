@@ -15,7 +15,7 @@ import builtins
 import sys
 from collections.abc import Iterable
 
-from orchestrator.errors import InputError
+from tinyfleet_core.errors import InputError
 
 __all__ = ["SpecTests", "span"]
 

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ModelOutputError, TinyfleetError
+from tinyfleet_core.errors import ModelOutputError, TinyfleetError
 from orchestrator.escalation import ladder_for
 from orchestrator.executor import PoolSpec
 from orchestrator.fleet import Fleet
 from orchestrator.ledger import totals
-from orchestrator.models import Cost, Event, Plan, RunReport, RunStatus, Step, Strategy, Task
-from orchestrator.refs import expand_task_inputs
+from tinyfleet_core.models import Cost, Event, Plan, RunReport, RunStatus, Step, Strategy, Task
+from tinyfleet_core.refs import expand_task_inputs
 from planners.rules import RulePlanner
 from workers.base import Tier
 

@@ -15,9 +15,9 @@ import argparse
 import asyncio
 from typing import Any
 
-from orchestrator.errors import ConfigError
+from tinyfleet_core.errors import ConfigError
 from orchestrator.fleet import Fleet
-from orchestrator.cli import run_guarded
+from orchestrator.exit_status import run_guarded
 from orchestrator.progress import Progress, summary
 
 from .agent import DayResult, run_day

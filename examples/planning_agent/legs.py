@@ -15,8 +15,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workers import maze
-from workers.neural import available_sizes, checkpoint_path
+from workers.kits import maze
+from workers.serving.neural import available_sizes, checkpoint_path
 from workers.registry import SkillRegistry
 
 from .scenario import Cell

@@ -18,7 +18,7 @@ A scenario file (JSON)::
     }
 
 The forecast covers the ``horizon`` hours after each history's last sample (the day being
-planned). Every problem raises :class:`orchestrator.errors.InputError` naming it: a depot or
+planned). Every problem raises :class:`tinyfleet_core.errors.InputError` naming it: a depot or
 stop on a wall or off the grid, a stop the depot cannot reach, a history that is too short,
 not increasing in time, negative or not a number.
 """
@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.errors import InputError
-from workers import maze
+from tinyfleet_core.errors import InputError
+from workers.kits import maze
 from workers.registry import validate_payload
-from workers.series import ForecastInput
+from workers.kits.series import ForecastInput
 
 __all__ = [
     "Cell",

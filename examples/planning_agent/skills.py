@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.errors import InputError
-from orchestrator.models import Attempt, Verdict
+from tinyfleet_core.errors import InputError
+from tinyfleet_core.models import Attempt, Verdict
 from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 from workers.builtin import default_registry
 from workers.registry import SkillRegistry

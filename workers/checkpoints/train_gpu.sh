@@ -18,7 +18,7 @@ start=$(date +%s)
 run() {  # name, then train args
   local name=$1; shift
   mkdir -p $W/$name
-  timeout ${TMO:-490} python3 -m workers.training train --seed 0 --minutes $M --out $W/$name --data-cache .cache/pools "$@" > $W/$name/log.txt 2>&1 &
+  timeout ${TMO:-490} python3 -m workers.training.trainer train --seed 0 --minutes $M --out $W/$name --data-cache .cache/pools "$@" > $W/$name/log.txt 2>&1 &
 }
 run s9a  --skill sudoku.solve --model trm --size 9 --workers 2
 run s9b  --skill sudoku.solve --model trm --size 9 --workers 2 --set d=192

@@ -1,0 +1,150 @@
+"""Plan validation (before anything runs) and ``$ref`` resolution (as steps become ready).
+
+``validate_plan`` raises PlanError naming the step and the problem for: duplicate ids, an
+unknown skill, a dangling reference or ``after`` edge, a cycle, a plan over budget, and
+literal inputs that do not fit the skill's input model (or fail its precheck).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from workers.registry import SkillRegistry, validate_payload
+
+from tinyfleet_core.errors import InputError, PlanError
+from tinyfleet_core.models import Budget, Plan, Step
+from tinyfleet_core.refs import resolve_references, step_inputs_with_task_inputs
+
+__all__ = ["validate_plan", "references", "resolve_inputs", "has_refs", "split_ref", "topological_order"]
+
+
+def split_ref(ref: str) -> tuple[str, list[str]]:
+    """'leg0.path' -> ('leg0', ['path'])."""
+    head, *fields = ref.split(".")
+    return head, fields
+
+
+def _walk_refs(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        if set(value) == {"$ref"}:
+            ref = value["$ref"]
+            if not isinstance(ref, str) or not ref:
+                raise PlanError(f"'$ref' must be a non-empty string like 'step1' or 'step1.field', got {ref!r}")
+            yield ref
+            return
+        for v in value.values():
+            yield from _walk_refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk_refs(v)
+
+
+def references(step: Step) -> list[str]:
+    """Step ids this step reads from (through ``$ref``), in order of appearance."""
+    try:
+        return [split_ref(r)[0] for r in _walk_refs(step.inputs)]
+    except PlanError as e:
+        raise PlanError(f"step {step.id!r}: {e}", step=step.id) from None
+
+
+def has_refs(step: Step) -> bool:
+    return bool(references(step))
+
+
+def _deps(step: Step) -> set[str]:
+    return set(references(step)) | set(step.after)
+
+
+def topological_order(plan: Plan) -> list[str]:
+    """Step ids in an order where every step follows its dependencies; PlanError on a cycle."""
+    deps = {s.id: _deps(s) for s in plan.steps}
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(sid: str, trail: list[str]) -> None:
+        if state.get(sid) == 2:
+            return
+        if state.get(sid) == 1:
+            cycle = " -> ".join([*trail[trail.index(sid) :], sid])
+            raise PlanError(f"plan has a cycle: {cycle}; steps may only depend on earlier results", step=sid)
+        state[sid] = 1
+        for d in sorted(deps[sid]):
+            visit(d, [*trail, sid])
+        state[sid] = 2
+        order.append(sid)
+
+    for s in plan.steps:
+        visit(s.id, [])
+    return order
+
+
+def validate_plan(
+    plan: Plan, registry: SkillRegistry, budget: Budget | None = None, task_inputs: Mapping[str, Any] | None = None
+) -> dict[str, BaseModel]:
+    """Check ``plan`` against the registry and budget. Returns the validated inputs of the
+    steps whose inputs are all literals (the rest are validated once their refs resolve).
+    ``task_inputs`` fills ``{"$input": path}`` references (see ``tinyfleet_core.refs``)."""
+    if not plan.steps:
+        raise PlanError("plan has no steps; a plan needs at least one step")
+    ids: set[str] = set()
+    for s in plan.steps:
+        if s.id in ids:
+            raise PlanError(f"step id {s.id!r} is used twice; step ids must be unique", step=s.id)
+        ids.add(s.id)
+    if budget is not None and len(plan.steps) > budget.max_steps:
+        raise PlanError(
+            f"plan has {len(plan.steps)} steps, over the budget's max_steps={budget.max_steps}; "
+            "raise the budget or split the task"
+        )
+    validated: dict[str, BaseModel] = {}
+    for s in plan.steps:
+        try:
+            skill = registry.get(s.skill)
+        except PlanError as e:
+            raise PlanError(f"step {s.id!r}: {e}", step=s.id) from None
+        for ref in references(s):
+            if ref not in ids:
+                raise PlanError(f"step {s.id!r} references missing step {ref!r}", step=s.id)
+            if ref == s.id:
+                raise PlanError(f"step {s.id!r} references itself", step=s.id)
+        for a in s.after:
+            if a not in ids:
+                raise PlanError(f"step {s.id!r} runs after missing step {a!r}", step=s.id)
+        if isinstance(s.verify, str) and skill.verifier is not None and s.verify != skill.verifier.name:
+            raise PlanError(
+                f"step {s.id!r} asks for verifier {s.verify!r}; skill {s.skill!r} has {skill.verifier.name!r}",
+                step=s.id,
+            )
+        if s.strategy.start_tier is not None and s.strategy.start_tier not in [*skill.tier_names(), "large"]:
+            raise PlanError(
+                f"step {s.id!r} starts at unknown tier {s.strategy.start_tier!r}; "
+                f"{s.skill} has tiers {skill.tier_names() + ['large']}",
+                step=s.id,
+            )
+        literal = step_inputs_with_task_inputs(s, task_inputs)  # $input filled in; None: resolved at run time
+        if not has_refs(s) and literal is not None:
+            try:
+                inp = validate_payload(skill.input_model, literal, what=f"step {s.id!r} ({s.skill}) input")
+                if skill.precheck is not None:
+                    skill.precheck(inp)
+            except InputError as e:
+                msg = str(e) if str(e).startswith("step ") else f"step {s.id!r} ({s.skill}) input: {e}"
+                raise PlanError(msg, step=s.id) from None
+            validated[s.id] = inp
+    topological_order(plan)
+    if isinstance(plan.output, str):
+        outs = [plan.output]
+    else:
+        outs = list(plan.output)
+    for o in outs:
+        if split_ref(o)[0] not in ids:
+            raise PlanError(f"plan output refers to missing step {o!r}")
+    return validated
+
+
+def resolve_inputs(value: Any, outputs: Mapping[str, Any]) -> Any:
+    """Replace every ``{"$ref": ...}`` in ``value`` with the referenced output (or field)."""
+    return resolve_references(value, outputs)

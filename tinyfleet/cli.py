@@ -1,0 +1,234 @@
+"""The ``tinyfleet`` command line (also ``python -m orchestrator``).
+
+Exit status: 0 succeeded; 1 the run failed or stopped partial, or a model gave no valid plan;
+2 bad input or usage, with one line on stderr naming the problem (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from orchestrator.escalation import Policy, ladder_for
+from orchestrator.exit_status import _UsageError, run_guarded  # noqa: F401  (moved; kept importable from here)
+from orchestrator.fleet import Fleet
+from orchestrator.journal import journal_path
+from orchestrator.progress import Progress, summary
+from orchestrator.taskfile import load_task, read_json
+from tinyfleet_core.errors import ConfigError
+from tinyfleet_core.models import RunReport, Step, Strategy
+
+__all__ = ["main", "build_parser", "run_guarded"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, no usage dump
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tinyfleet", description="A large planner model steering a fleet of tiny verified models on Ray.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add_exec(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--executor", choices=["ray", "local"], default="ray", help="where workers run (default: ray)")
+        sp.add_argument("--address", default=None, help="Ray address to attach to (default: start a local Ray, or RAY_ADDRESS)")
+
+    d = sub.add_parser("demo", help="the main job: plan a delivery day, offline, on the embedded default")
+    d.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
+    d.add_argument("--out", default="tinyfleet-demo", help="directory for the itinerary, map and report")
+    d.add_argument("--seed", type=int, default=7, help="scenario generator seed")
+    d.add_argument("--scenario", default=None, help="a scenario JSON file instead of a generated one")
+    d.add_argument("--planner", choices=["rules", "openai"], default="rules")
+    add_exec(d)
+
+    r = sub.add_parser("run", help="run a task file")
+    r.add_argument("task", nargs="?", help="task JSON file (omit with --resume)")
+    r.add_argument("--planner", choices=["rules", "openai"], default="rules")
+    r.add_argument("--journal", default=None, help="journal file (default: runs/<task id>.sqlite)")
+    r.add_argument("--resume", default=None, help="continue the run recorded in this journal")
+    r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default="ladder")
+    r.add_argument("--particles", type=int, default=None, help="particles per step (overrides the plan)")
+    r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
+    r.add_argument("--seed", type=int, default=None, help="seed of small-LLM particles (default: drawn per run)")
+    add_exec(r)
+
+    s = sub.add_parser("skills", help="skills, their tiers, workers and checkpoints")
+    s.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("verify", help="run one skill's verifier on an answer")
+    v.add_argument("--skill", required=True)
+    v.add_argument("--input", required=True, help="JSON file with the skill's input payload")
+    v.add_argument("--answer", required=True, help="JSON file with the answer (the skill's output payload)")
+    v.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train a tiny model and write a checkpoint + model card")
+    t.add_argument("--skill", required=True)
+    t.add_argument("--model", required=True, choices=["trm", "hrm", "cfc", "ltc"])
+    t.add_argument("--size", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None)
+    from workers.training.args import add_train_options
+
+    add_train_options(t)
+
+    e = sub.add_parser("eval", help="evaluate a bundled or given checkpoint")
+    e.add_argument("--skill", required=True)
+    e.add_argument("--model", default=None, choices=["trm", "hrm", "cfc", "ltc"])
+    e.add_argument("--size", type=int, default=None)
+    e.add_argument("--n", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--no-halt", dest="halt", action="store_false", help="always run N_sup steps")
+    e.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bench", help="side-by-side benchmarks")
+    b.add_argument("names", nargs="*")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--out", default="bench-out")
+    return p
+
+
+def _print_report(report: RunReport, as_json: bool) -> None:
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(summary(report))
+
+
+def _make_fleet(args: argparse.Namespace, planner_name: str = "rules") -> Fleet:
+    planner = None
+    if planner_name == "openai":
+        try:
+            from planners.openai import OpenAIPlanner
+        except ImportError as e:
+            raise ConfigError(f"the openai planner is not available: {e}") from None
+        planner = OpenAIPlanner.from_env()
+    policy = Policy(mode=getattr(args, "policy", "ladder"))
+    return Fleet(planner=planner, executor=args.executor, address=args.address, policy=policy)
+
+
+async def _run_with_progress(fleet: Fleet, quiet: bool, **kw: Any) -> RunReport:
+    hook = None if quiet else Progress()
+    try:
+        return await fleet.run(on_event=hook, **kw)
+    finally:
+        await fleet.close()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.task is None and args.resume is None:
+        raise _UsageError("run needs a TASK.json file or --resume JOURNAL")
+    task = load_task(args.task) if args.task else None
+    if args.seed is not None:  # read by every small-LLM tier's settings (OpenAISettings.seed)
+        os.environ["TINYFLEET_SEED"] = str(args.seed)
+    fleet = _make_fleet(args, args.planner)
+    if args.particles is not None:
+        from planners.rules import RulePlanner
+
+        if not isinstance(fleet.planner, RulePlanner):
+            raise _UsageError("--particles applies to the rule planner's plans; an LLM planner sets strategies itself")
+        # several particles only help when answers are voted on or verified: vote, then verify
+        fleet.planner.strategy = Strategy(particles=args.particles, select="vote")
+    journal = args.journal
+    if journal is None and args.resume is None and task is not None:
+        journal = str(journal_path("runs", task.id))
+    report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume))
+    _print_report(report, args.json)
+    return 0 if report.status == "succeeded" else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: the planning agent plans a delivery day offline (rule planner, bundled
+    checkpoints, local Ray) and writes the itinerary, the map and the report to --out."""
+    from tinyfleet.examples.planning_agent.cli import demo_command
+
+    return int(demo_command(args))
+
+
+def _cmd_skills(args: argparse.Namespace) -> int:
+    from workers.builtin import default_registry
+
+    described = default_registry().describe()
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    registry, policy = default_registry(), Policy()
+    for s in described:
+        skill = registry.get(s["skill"])
+        workers = {t["name"]: t["worker"] for t in [*s["tiers"], *([s["fallback"]] if s["fallback"] else [])]}
+
+        def ladder(has_large: bool) -> str:  # the tiers a step climbs, as the run loop picks them
+            try:
+                tiers = ladder_for(Step(id="probe", skill=skill.name), skill, policy, has_large)
+            except ConfigError:
+                return "(no tier: needs --planner openai)"
+            return " -> ".join(f"{t.name}({t.kind}: {workers.get(t.name, 'the planner model')})" for t in tiers)
+
+        print(f"{s['skill']}: {s['description']}")
+        print(f"    ladder: {ladder(False)}")
+        print(f"    with --planner openai: {ladder(True)}")
+        print(f"    verifier: {s['verifier'] or '(none: confidence threshold)'}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from workers.builtin import default_registry
+    from workers.registry import validate_payload
+
+    reg = default_registry()
+    skill = reg.get(args.skill)
+    inp = validate_payload(skill.input_model, read_json(args.input, "input file"), what=f"{skill.name} input")
+    ans = validate_payload(skill.output_model, read_json(args.answer, "answer file"), what=f"{skill.name} answer")
+    if skill.verifier is None:
+        raise ConfigError(f"skill {skill.name!r} has no verifier")
+    verdict = skill.verifier.check_batch([(inp, ans)])[0]
+    if args.json:
+        print(verdict.model_dump_json(indent=2))
+    else:
+        print(f"{'ok' if verdict.ok else 'rejected'} ({verdict.verifier}): {verdict.reason}")
+    return 0 if verdict.ok else 1
+
+
+def _cmd_train_eval(args: argparse.Namespace) -> int:
+    import importlib
+
+    mod = importlib.import_module("workers.training.liquid" if args.skill.startswith("series.") else "workers.training.trainer")
+    fn = mod.train_command if args.command == "train" else mod.eval_command
+    return int(fn(args))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tinyfleet import bench
+
+    return int(bench.bench_command(args))
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "run": _cmd_run,
+    "skills": _cmd_skills,
+    "verify": _cmd_verify,
+    "train": _cmd_train_eval,
+    "eval": _cmd_train_eval,
+    "bench": _cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+    def command() -> int:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+
+    return run_guarded("tinyfleet", command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
