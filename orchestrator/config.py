@@ -60,6 +60,9 @@ class FleetConfig(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+            if source.startswith("tinyfleet config (environment"):
+                names = {key: var for var, (key, _) in _ENV.items()} | {f"budget.{k}": v for v, k in _ENV_BUDGET.items()}
+                loc = names.get(loc, loc)
             raise ConfigError(f"{source}: '{loc}': {err.get('msg', 'invalid')}") from None
 
     @classmethod

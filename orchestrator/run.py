@@ -54,6 +54,7 @@ from tinyfleet_core.models import (
     Trial,
     Verdict,
 )
+from tinyfleet_core.prices import PriceTable
 from tinyfleet_core.refs import resolve_references
 from workers.base import Job, Skill, Tier, Verifier
 from workers.registry import SkillRegistry, validate_payload
@@ -70,6 +71,9 @@ class FleetParts(Protocol):
 
     @property
     def registry(self) -> SkillRegistry: ...
+
+    @property
+    def prices(self) -> PriceTable: ...
 
 __all__ = ["PlanRun"]
 

@@ -149,8 +149,8 @@ def _best_failure(err: ReplyError) -> tuple[Any, list[str]]:
     a plan with the fewest problems, else something shaped like a plan, else the first."""
     plans = [(v, e) for v, e in err.failures if isinstance(e, _PlanProblems)]
     if plans:
-        value, e = min(plans, key=lambda p: len(p[1].problems))  # type: ignore[union-attr]
-        return value, list(e.problems)  # type: ignore[union-attr]
+        value, e = min(plans, key=lambda p: len(p[1].problems))
+        return value, list(e.problems)
     shaped = [(v, e) for v, e in err.failures if _is_planlike(v)]
     if shaped:
         return shaped[0][0], [str(shaped[0][1])]

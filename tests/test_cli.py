@@ -203,3 +203,25 @@ def test_particles_flag_sends_several_particles_to_stochastic_tiers(tmp_path: Pa
         first = step["tiers_tried"][0]
         tried = [t for t in step["trials"] if t["attempt"]["tier"] == first]
         assert len(tried) == (3 if first == "trm" else 1)  # deterministic tiers get one particle
+
+
+def test_run_honours_the_documented_environment(tmp_path: Path) -> None:
+    """`tinyfleet run` builds its fleet through FleetConfig: TINYFLEET_EXECUTOR picks the
+    executor and TINYFLEET_JOURNAL_DIR the journal's folder; a command-line option wins; a bad
+    value is one line naming the variable, exit 2."""
+
+    task = tmp_path / "t.json"
+    task.write_text(json.dumps({"id": "envrun", "skill": "sudoku.solve", "inputs": {"puzzle": [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]}}))
+    env = {**os.environ, "TINYFLEET_EXECUTOR": "local", "TINYFLEET_JOURNAL_DIR": str(tmp_path / "journals")}
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(task), "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["executor"] == "local"
+    assert (tmp_path / "journals" / "envrun.sqlite").is_file() and not (tmp_path / "runs").exists()
+    bad = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(task), "--json"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**env, "TINYFLEET_EXECUTOR": "gpu-cloud"}, timeout=300)
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "TINYFLEET_EXECUTOR" in bad.stderr, bad.stderr
+    # the option wins over the environment (and is validated the same way)
+    opt = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(task), "--json", "--executor", "local"], capture_output=True, text=True,
+                         cwd=tmp_path, env={**env, "TINYFLEET_EXECUTOR": "gpu-cloud"}, timeout=300)
+    assert opt.returncode == 0, opt.stderr[-2000:]

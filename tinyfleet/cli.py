@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from orchestrator.config import FleetConfig
 from orchestrator.escalation import Policy, ladder_for
 from orchestrator.exit_status import _UsageError, run_guarded  # noqa: F401  (moved; kept importable from here)
 from orchestrator.fleet import Fleet
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add_exec(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--executor", choices=["ray", "local"], default="ray", help="where workers run (default: ray)")
+        sp.add_argument("--executor", choices=["ray", "local"], default=None, help="where workers run (default: TINYFLEET_EXECUTOR, else ray)")
         sp.add_argument("--address", default=None, help="Ray address to attach to (default: start a local Ray, or RAY_ADDRESS)")
 
     d = sub.add_parser("demo", help="the main job: plan a delivery day, offline, on the embedded default")
@@ -48,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a task file")
     r.add_argument("task", nargs="?", help="task JSON file (omit with --resume)")
-    r.add_argument("--planner", choices=["rules", "openai"], default="rules")
+    r.add_argument("--planner", choices=["rules", "openai"], default=None, help="default: TINYFLEET_PLANNER, else rules")
     r.add_argument("--journal", default=None, help="journal file (default: runs/<task id>.sqlite)")
     r.add_argument("--resume", default=None, help="continue the run recorded in this journal")
-    r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default="ladder")
+    r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default=None, help="default: TINYFLEET_POLICY, else ladder")
     r.add_argument("--particles", type=int, default=None, help="particles per step (overrides the plan)")
     r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
     r.add_argument("--seed", type=int, default=None, help="seed of small-LLM particles (default: drawn per run)")
@@ -101,16 +102,16 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         print(summary(report))
 
 
-def _make_fleet(args: argparse.Namespace, planner_name: str = "rules") -> Fleet:
-    planner = None
-    if planner_name == "openai":
-        try:
-            from planners.openai import OpenAIPlanner
-        except ImportError as e:
-            raise ConfigError(f"the openai planner is not available: {e}") from None
-        planner = OpenAIPlanner.from_env()
-    policy = Policy(mode=getattr(args, "policy", "ladder"))
-    return Fleet(planner=planner, executor=args.executor, address=args.address, policy=policy)
+def _make_fleet(args: argparse.Namespace, planner_name: str | None = None) -> Fleet:
+    """The fleet a command runs on, built the one way every Fleet is built from settings:
+    :class:`FleetConfig` (command-line options > ``TINYFLEET_*`` environment > defaults)."""
+    config = FleetConfig.load(
+        executor=getattr(args, "executor", None),
+        address=getattr(args, "address", None),
+        planner=planner_name,
+        policy=getattr(args, "policy", None),
+    )
+    return config.build()
 
 
 async def _run_with_progress(fleet: Fleet, quiet: bool, **kw: Any) -> RunReport:
@@ -137,7 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         fleet.planner.strategy = Strategy(particles=args.particles, select="vote")
     journal = args.journal
     if journal is None and args.resume is None and task is not None:
-        journal = str(journal_path("runs", task.id))
+        journal = str(journal_path(fleet.journal_dir or "runs", task.id))
     report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume))
     _print_report(report, args.json)
     return 0 if report.status == "succeeded" else 1
@@ -148,6 +149,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     checkpoints, local Ray) and writes the itinerary, the map and the report to --out."""
     from tinyfleet.examples.planning_agent.cli import demo_command
 
+    # the environment's executor and address count here as for every other command
+    config = FleetConfig.load(executor=args.executor, address=args.address)
+    args.executor, args.address = config.executor, config.address
     return int(demo_command(args))
 
 

@@ -65,7 +65,7 @@ def reference_in(value: Any) -> Reference | None:
     if not isinstance(path, str) or not path.strip():
         example = "'step1' or 'step1.field'" if key == REF else "'grid' or 'histories.bakery.values'"
         raise PlanError(f"{key!r} must be a non-empty string like {example}, got {path!r}")
-    return Reference(key, path.strip())  # type: ignore[arg-type]
+    return Reference(key, path.strip())
 
 
 def walk_references(value: Any) -> Iterator[Reference]:

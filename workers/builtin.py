@@ -122,7 +122,7 @@ def route_skill() -> Skill:
 def default_registry() -> SkillRegistry:
     """A fresh registry with every built-in skill (plus those installed via entry points)."""
     reg = SkillRegistry([sudoku_skill(), maze_skill(), route_skill()])
-    for series_skill in series_skills():  # series.forecast, series.anomaly (workers/liquid.py)
+    for series_skill in series_skills():  # series.forecast, series.anomaly (workers/serving/liquid.py)
         reg.register(series_skill)
     reg.register(code_skill())  # code.function: LLM tiers write, the sandbox verifies (workers/code.py)
     reg.load_entry_points()
