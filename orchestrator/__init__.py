@@ -11,6 +11,7 @@ tinyfleet`` gives the same names and the rest of the public API.
 
 from __future__ import annotations
 
+import tinyfleet_core
 from orchestrator.budget import BudgetTracker
 from orchestrator.config import FleetConfig
 from orchestrator.escalation import LARGE, Policy
@@ -20,48 +21,11 @@ from orchestrator.journal import Journal
 from orchestrator.ray_executor import RayExecutor
 from orchestrator.tracing import OpenTelemetryHook, StepSpans
 from planners.plan_check import validate_plan
-from tinyfleet_core.errors import (
-    BudgetExceeded,
-    ConfigError,
-    EscalationFailed,
-    InputError,
-    PlanError,
-    TinyfleetError,
-    WorkerError,
-    WorkerUnavailable,
-)
-from tinyfleet_core.models import (
-    Attempt,
-    Budget,
-    Cost,
-    Event,
-    Plan,
-    RunReport,
-    Step,
-    StepResult,
-    Strategy,
-    Task,
-    Totals,
-    Trial,
-    Verdict,
-)
-from tinyfleet_core.prices import Price, PriceTable
+
+from tinyfleet_core import *  # noqa: F403  (data models, errors, prices: tinyfleet_core.__all__)
 
 __all__ = [
     "Fleet",
-    "Task",
-    "Budget",
-    "Plan",
-    "Step",
-    "Strategy",
-    "Attempt",
-    "Verdict",
-    "Trial",
-    "StepResult",
-    "RunReport",
-    "Totals",
-    "Cost",
-    "Event",
     "Policy",
     "LARGE",
     "Executor",
@@ -70,18 +34,9 @@ __all__ = [
     "PoolSpec",
     "Journal",
     "BudgetTracker",
-    "Price",
-    "PriceTable",
     "validate_plan",
     "FleetConfig",
     "StepSpans",
     "OpenTelemetryHook",
-    "TinyfleetError",
-    "ConfigError",
-    "InputError",
-    "PlanError",
-    "BudgetExceeded",
-    "WorkerError",
-    "WorkerUnavailable",
-    "EscalationFailed",
+    *tinyfleet_core.__all__,
 ]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import Budget
+from tinyfleet_core.validation import first_problem
 
 if TYPE_CHECKING:
     from orchestrator.fleet import Fleet
@@ -58,12 +59,11 @@ class FleetConfig(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+            loc, msg = first_problem(e)
             if source.startswith("tinyfleet config (environment"):
                 names = {key: var for var, (key, _) in _ENV.items()} | {f"budget.{k}": v for v, k in _ENV_BUDGET.items()}
                 loc = names.get(loc, loc)
-            raise ConfigError(f"{source}: '{loc}': {err.get('msg', 'invalid')}") from None
+            raise ConfigError(f"{source}: '{loc}': {msg}") from None
 
     @classmethod
     def load(

@@ -13,10 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from workers.base import Skill, Tier, Worker
-
 from tinyfleet_core.errors import ConfigError, EscalationFailed
 from tinyfleet_core.models import SelectRule, Step, Trial
+from workers.base import Skill, Tier, Worker
 
 __all__ = ["Policy", "LARGE", "ladder_for", "select"]
 

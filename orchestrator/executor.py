@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from workers.base import Job, PoolOptions, Worker
-
 from orchestrator.batching import Batcher
 from tinyfleet_core.errors import ConfigError, WorkerError
 from tinyfleet_core.models import Attempt
+from workers.base import Job, PoolOptions, Worker
 
 __all__ = ["Executor", "PoolSpec", "LocalExecutor", "run_worker_batch", "ExecutorStats"]
 

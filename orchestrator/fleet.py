@@ -20,22 +20,21 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from planners.base import Planner
-from planners.rules import RulePlanner
-from workers.base import Skill
-from workers.builtin import default_registry
-from workers.registry import SkillRegistry
-
 from orchestrator.budget import BudgetTracker
-from tinyfleet_core.errors import ConfigError, TinyfleetError
 from orchestrator.escalation import Policy
 from orchestrator.executor import Executor, LocalExecutor
 from orchestrator.journal import Journal
 from orchestrator.ledger import DriverClock
-from tinyfleet_core.prices import PriceTable
-from tinyfleet_core.models import Budget, Cost, Event, Plan, RunReport, StepResult, Task
-from planners.plan_check import validate_plan
 from orchestrator.run import PlanRun
+from planners.base import Planner
+from planners.plan_check import validate_plan
+from planners.rules import RulePlanner
+from tinyfleet_core.errors import ConfigError, TinyfleetError
+from tinyfleet_core.models import Budget, Cost, Event, Plan, RunReport, StepResult, Task
+from tinyfleet_core.prices import PriceTable
+from workers.base import Skill
+from workers.builtin import default_registry
+from workers.registry import SkillRegistry
 
 __all__ = ["Fleet"]
 

@@ -30,12 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from workers.base import Job, PoolOptions, Worker
-
 from orchestrator.batching import Batcher
-from tinyfleet_core.errors import ConfigError, TinyfleetError, WorkerError, WorkerUnavailable
 from orchestrator.executor import Executor, PoolSpec, _LocalPool, run_worker_batch
+from tinyfleet_core.errors import ConfigError, TinyfleetError, WorkerError, WorkerUnavailable
 from tinyfleet_core.models import Attempt
+from workers.base import Job, PoolOptions, Worker
 
 __all__ = ["RayExecutor", "PoolActor", "ensure_ray"]
 

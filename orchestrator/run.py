@@ -56,6 +56,7 @@ from tinyfleet_core.models import (
 )
 from tinyfleet_core.prices import PriceTable
 from tinyfleet_core.refs import resolve_references
+from tinyfleet_core.validation import first_problem
 from workers.base import Job, Skill, Tier, Verifier
 from workers.registry import SkillRegistry, validate_payload
 
@@ -486,9 +487,8 @@ def _timed_check(
 
 def _first_error(e: Exception) -> str:
     if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        return f"{loc}: {err.get('msg', '')}"
+        loc, msg = first_problem(e)
+        return f"{loc}: {msg}"
     return str(e)
 
 

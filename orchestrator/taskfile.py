@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tinyfleet_core.errors import InputError
 from tinyfleet_core.models import Task
+from tinyfleet_core.validation import first_problem
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "json_depth", "load_task", "read_json"]
 
@@ -75,6 +76,5 @@ def load_task(path: str | Path) -> Task:
     try:
         return Task.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
-        raise InputError(f"task file {path}: field '{loc}': {err.get('msg', '').removeprefix('Value error, ')}") from None
+        loc, msg = first_problem(e)
+        raise InputError(f"task file {path}: field '{loc}': {msg}") from None

@@ -53,6 +53,7 @@ from tinyfleet_core.errors import (
 )
 from tinyfleet_core.models import Attempt, Cost, Plan, Step, StepResult, Task
 from tinyfleet_core.prices import PriceTable
+from tinyfleet_core.validation import problems
 from workers.base import Skill
 from workers.llm.client import (  # noqa: F401  (moved; kept importable from here)
     ChatClient,
@@ -97,10 +98,7 @@ __all__ = [
 
 
 def _fit_error(e: ValidationError, limit: int = 6) -> str:
-    parts = []
-    for err in e.errors()[:limit]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
-        parts.append(f"{loc}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
+    parts = [f"{loc}: {msg}" for loc, msg in problems(e, limit)]
     more = len(e.errors()) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 

@@ -7,16 +7,16 @@ literal inputs that do not fit the skill's input model (or fail its precheck).
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
-from workers.registry import SkillRegistry, validate_payload
-
 from tinyfleet_core.errors import InputError, PlanError
 from tinyfleet_core.models import Budget, Plan, Step
 from tinyfleet_core.refs import resolve_references, step_inputs_with_task_inputs
+from workers.registry import SkillRegistry, validate_payload
 
 __all__ = ["validate_plan", "references", "resolve_inputs", "has_refs", "split_ref", "topological_order"]
 
@@ -59,26 +59,20 @@ def _deps(step: Step) -> set[str]:
 
 
 def topological_order(plan: Plan) -> list[str]:
-    """Step ids in an order where every step follows its dependencies; PlanError on a cycle."""
-    deps = {s.id: _deps(s) for s in plan.steps}
-    order: list[str] = []
-    state: dict[str, int] = {}  # 1 = visiting, 2 = done
-
-    def visit(sid: str, trail: list[str]) -> None:
-        if state.get(sid) == 2:
-            return
-        if state.get(sid) == 1:
-            cycle = " -> ".join([*trail[trail.index(sid) :], sid])
-            raise PlanError(f"plan has a cycle: {cycle}; steps may only depend on earlier results", step=sid)
-        state[sid] = 1
-        for d in sorted(deps[sid]):
-            visit(d, [*trail, sid])
-        state[sid] = 2
-        order.append(sid)
-
+    """Step ids in an order where every step follows its dependencies (the standard library's
+    :class:`graphlib.TopologicalSorter`; independent steps keep the plan's order); PlanError
+    naming the cycle when there is one."""
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for s in plan.steps:
-        visit(s.id, [])
-    return order
+        sorter.add(s.id, *sorted(_deps(s)))
+    try:
+        return list(sorter.static_order())
+    except graphlib.CycleError as e:
+        # graphlib lists the cycle along "is needed by"; say it along "depends on"
+        cycle: list[str] = list(reversed(e.args[1]))
+        raise PlanError(
+            f"plan has a cycle: {' -> '.join(cycle)}; steps may only depend on earlier results", step=cycle[0]
+        ) from None
 
 
 def validate_plan(

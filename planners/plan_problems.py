@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from planners.plan_check import has_refs, validate_plan
 from tinyfleet_core.errors import PlanError
 from tinyfleet_core.models import Budget, Plan, Step
-from planners.plan_check import has_refs, validate_plan
 from tinyfleet_core.refs import step_inputs_with_task_inputs
+from tinyfleet_core.validation import problems
 from workers.base import Skill
 from workers.registry import SkillRegistry
 
@@ -46,11 +47,7 @@ def _more_input_errors(step: Step, skills: SkillRegistry, task_inputs: Mapping[s
     try:
         skills.get(step.skill).input_model.model_validate(literal)
     except ValidationError as e:
-        out = []
-        for err in e.errors()[1:6]:
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
-            out.append(f"field '{loc}': {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
-        return out
+        return [f"field '{loc}': {msg}" for loc, msg in problems(e, 6)[1:]]
     return []
 
 

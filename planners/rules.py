@@ -12,13 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from planners.base import Planned
 from tinyfleet_core.errors import EscalationFailed, PlanError
 from tinyfleet_core.models import Attempt, Plan, Step, StepResult, Strategy, Task
 from workers.base import Skill
 from workers.kits.maze import with_endpoints
 from workers.registry import SkillRegistry
-
-from planners.base import Planned
 
 __all__ = ["RulePlanner"]
 

@@ -12,9 +12,9 @@ from orchestrator import Attempt, Cost, Plan, Step, StepResult, Task
 from planners.base import Planned
 from planners.rules import RulePlanner
 from workers import Job, Worker
-from workers.kits import sudoku
 from workers.base import Skill
 from workers.builtin import default_registry, maze_skill, sudoku_skill
+from workers.kits import sudoku
 from workers.registry import SkillRegistry
 
 

@@ -36,8 +36,8 @@ from tinyfleet.bench.simulated_llm import (
 from tinyfleet.bench.stub_server import BenchStubServer
 from tinyfleet_core.errors import InputError
 from tinyfleet_core.models import Step
-from workers.kits import maze, sudoku
 from workers.builtin import default_registry
+from workers.kits import maze, sudoku
 
 ROW_FIELDS = ("name", "verified_share", "large_calls", "tokens_in", "tokens_out", "cost_usd", "cpu_seconds", "wall_s")
 

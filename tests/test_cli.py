@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import sudoku_items
 
 from workers.kits import maze, sudoku
-
-from helpers import sudoku_items
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,6 +26,8 @@ if str(ROOT) not in sys.path:  # the examples live beside the packages, not insi
 
 from openai_server import RecordedRequest, Reply, ScriptedOpenAIServer, openai_server  # noqa: E402, F401
 
+from orchestrator import Event, Fleet, InputError, PlanError, Price, PriceTable, Strategy  # noqa: E402
+from planners.openai import OpenAIPlanner, OpenAISettings  # noqa: E402
 from tinyfleet.examples.coding_agent import (  # noqa: E402
     BuildResult,
     SpecPlanner,
@@ -38,8 +40,6 @@ from tinyfleet.examples.coding_agent import (  # noqa: E402
     parse_python_spec,
     spec_plan,
 )
-from orchestrator import Event, Fleet, InputError, PlanError, Price, PriceTable, Strategy  # noqa: E402
-from planners.openai import OpenAIPlanner, OpenAISettings  # noqa: E402
 from workers.llm.followers import particle_seed  # noqa: E402
 from workers.sandbox import SandboxLimits  # noqa: E402
 

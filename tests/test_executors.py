@@ -6,13 +6,12 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from helpers import sudoku_items
 
 from orchestrator import Attempt, Executor, PoolSpec, WorkerError
 from workers import Job, PoolOptions, Worker
 from workers.kits import sudoku
 from workers.kits.classic import SudokuExactSolver
-
-from helpers import sudoku_items
 
 
 class EchoWorker(Worker):

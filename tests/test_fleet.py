@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import AlwaysWrongWorker, ExactLargeModel, SlowWorker, WrongThenRightWorker, classic_registry, sudoku_items
 
 from orchestrator import (
     Budget,
@@ -21,11 +22,8 @@ from orchestrator import (
 )
 from orchestrator.journal import Journal
 from workers import PoolOptions, Tier
-from workers.builtin import default_registry
+from workers.builtin import default_registry, sudoku_skill
 from workers.kits import sudoku
-from workers.builtin import sudoku_skill
-
-from helpers import AlwaysWrongWorker, ExactLargeModel, SlowWorker, WrongThenRightWorker, classic_registry, sudoku_items
 
 
 def fleet_with(*tiers: Tier, planner=None, fallback: bool = True, **kw) -> Fleet:  # type: ignore[no-untyped-def]

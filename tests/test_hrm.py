@@ -10,12 +10,12 @@ import torch
 
 import orchestrator  # noqa: F401  (import orchestrator before workers: they import each other)
 from orchestrator import Fleet, Policy, Task
-from workers.kits import maze, sudoku
 from workers.base import Job
 from workers.builtin import default_registry
+from workers.kits import maze, sudoku
 from workers.models.hrm import HRM, HRMConfig
-from workers.serving.neural import HRMMazeWorker, HRMSudokuWorker, available_sizes, served_sizes
 from workers.models.trm import run_recursive
+from workers.serving.neural import HRMMazeWorker, HRMSudokuWorker, available_sizes, served_sizes
 
 torch.set_num_threads(1)
 

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import ConfigError, Cost, Fleet, InputError, Task
-from tinyfleet_core.models import Attempt, Step
 from planners.rules import RulePlanner
-from workers.base import Skill
+from tinyfleet_core.models import Attempt, Step
 from workers import Job, PoolOptions, Tier, Worker, validate_payload
-from workers.kits import series
+from workers.base import Skill
 from workers.builtin import default_registry
+from workers.kits import series
 from workers.serving.liquid import (
     CfCAnomalyScorer,
     CfCForecaster,

@@ -20,19 +20,19 @@ from openai_server import (  # noqa: F401
 )
 
 from orchestrator import Fleet, Plan, PlanError, Task, validate_plan
+from planners.openai import OpenAIPlanner
+from planners.plan_problems import plan_problems
+from planners.strict_schema import strict_plan_schema, strict_violations
 from tinyfleet.cli import main
 from tinyfleet_core.errors import ModelOutputError
 from tinyfleet_core.prices import Price, PriceTable
 from tinyfleet_core.refs import expand_task_inputs, resolve_references
+from workers.builtin import default_registry, maze_skill
+from workers.kits.maze import MazeInput, MazeOutput, bfs_path, with_endpoints
 from workers.llm.client import ContextTooLong, OpenAISettings
-from planners.openai import OpenAIPlanner
-from planners.plan_problems import plan_problems
+from workers.llm.followers import LLMJudgeVerifier, SmallLLMWorker
 from workers.llm.prices import BUILTIN_PRICES, load_price_table, model_price
 from workers.llm.reply_parsing import ModelReply, ReplyError, read_json_reply
-from planners.strict_schema import strict_plan_schema, strict_violations
-from workers.builtin import default_registry, maze_skill
-from workers.llm.followers import LLMJudgeVerifier, SmallLLMWorker
-from workers.kits.maze import MazeInput, MazeOutput, bfs_path, with_endpoints
 
 KEY = "sk-tinyfleet-replies-" + "Zq8pW" * 4
 MODEL = "big-test-model"

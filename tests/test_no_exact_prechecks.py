@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from helpers import classic_registry
 
 from orchestrator import Event, Fleet, Plan, Step, Task, validate_plan
 from workers.builtin import default_registry
 from workers.kits import maze, sudoku
-
-from helpers import classic_registry
 
 
 @dataclass

@@ -36,16 +36,16 @@ from orchestrator import (
     Verdict,
     validate_plan,
 )
-from tinyfleet_core.errors import ModelOutputError
-from tinyfleet_core.models import Attempt
-from workers.llm.client import LLMUnavailable, OpenAISettings
 from planners.openai import OpenAIPlanner
 from planners.rules import RulePlanner
+from tinyfleet_core.errors import ModelOutputError
+from tinyfleet_core.models import Attempt
 from workers.base import Skill, Tier
 from workers.builtin import default_registry, maze_skill, route_skill, sudoku_skill
 from workers.kits.classic import MazeGreedyWorker
-from workers.llm.followers import LLMJudgeVerifier, SmallLLMWorker, llm_tier, particle_seed
 from workers.kits.maze import MazeInput, bfs_path, with_endpoints
+from workers.llm.client import LLMUnavailable, OpenAISettings
+from workers.llm.followers import LLMJudgeVerifier, SmallLLMWorker, llm_tier, particle_seed
 from workers.registry import SkillRegistry
 
 KEY = "sk-tinyfleet-test-" + "S3CRETkey" * 3

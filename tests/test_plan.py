@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import sudoku_items
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,8 +11,6 @@ from orchestrator import Budget, Plan, PlanError, Step, Task, validate_plan
 from planners import RulePlanner
 from workers.builtin import default_registry
 from workers.kits.maze import generate
-
-from helpers import sudoku_items
 
 REG = default_registry()
 PUZ = sudoku_items(4, 1, seed=0)[0]

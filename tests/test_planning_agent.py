@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:  # the examples live beside the packages, not insi
 from matplotlib.image import imread  # noqa: E402
 from openai_server import RecordedRequest, Reply, ScriptedOpenAIServer, openai_server  # noqa: E402, F401
 
+from orchestrator import Event, Fleet, InputError, PlanError, validate_plan  # noqa: E402
+from planners.openai import OpenAIPlanner, OpenAISettings  # noqa: E402
 from tinyfleet.examples.planning_agent import (  # noqa: E402
     DayResult,
     build_plan_a,
@@ -33,7 +35,9 @@ from tinyfleet.examples.planning_agent import (  # noqa: E402
     render_day,
     run_day,
 )
+from tinyfleet.examples.planning_agent.agent import day_task  # noqa: E402
 from tinyfleet.examples.planning_agent.cli import main as agent_main  # noqa: E402
+from tinyfleet.examples.planning_agent.legs import city_start_tier, leg_grid, window_sizes  # noqa: E402
 from tinyfleet.examples.planning_agent.render import ROUTE_COLOR  # noqa: E402
 from tinyfleet.examples.planning_agent.scenario import to_json  # noqa: E402
 from tinyfleet.examples.planning_agent.skills import (  # noqa: E402
@@ -46,11 +50,7 @@ from tinyfleet.examples.planning_agent.skills import (  # noqa: E402
     TourVerifier,
     choose_tour,
 )
-from tinyfleet.examples.planning_agent.agent import day_task  # noqa: E402
-from orchestrator import Event, Fleet, InputError, PlanError, validate_plan  # noqa: E402
 from tinyfleet_core.refs import expand_task_inputs  # noqa: E402
-from planners.openai import OpenAIPlanner, OpenAISettings  # noqa: E402
-from tinyfleet.examples.planning_agent.legs import city_start_tier, leg_grid, window_sizes  # noqa: E402
 from workers.base import Tier  # noqa: E402
 from workers.builtin import maze_skill  # noqa: E402
 from workers.kits.classic import MazeGreedyWorker  # noqa: E402
@@ -374,7 +374,6 @@ def test_cli_rejects_a_bad_scenario_with_one_line_and_exit_2(tmp_path: Path, cap
 def test_demo_command_takes_the_tinyfleet_demo_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``tinyfleet demo`` hands its parsed arguments (json, out, seed, executor, address) over."""
     from tinyfleet.cli import build_parser
-
     from tinyfleet.examples.planning_agent import demo_command
 
     out = tmp_path / "demo"

@@ -8,9 +8,9 @@ import copy
 import json
 import os
 import random
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,16 +20,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import SlowWorker, sudoku_items
 
 from orchestrator import Fleet, Plan, Policy, PoolSpec, Step, Task
 from orchestrator.ray_executor import RayExecutor
 from workers import PoolOptions, Tier
-from workers.builtin import default_registry
+from workers.builtin import default_registry, sudoku_skill
 from workers.kits import sudoku
-from workers.builtin import sudoku_skill
 from workers.kits.classic import SudokuExactSolver
-
-from helpers import SlowWorker, sudoku_items
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import sudoku_items
 from pydantic import BaseModel
 
 from orchestrator import (
@@ -28,8 +29,6 @@ from orchestrator.journal import Journal
 from orchestrator.ray_executor import RayExecutor
 from workers import Verifier, define_skill, tier
 from workers.builtin import default_registry
-
-from helpers import sudoku_items
 
 
 class Sum(BaseModel):
@@ -174,7 +173,7 @@ def test_config_from_file_env_and_code_with_precedence(tmp_path: Path) -> None:
     assert cfg.budget.max_tokens == 10 and cfg.budget.deadline_s == 30
     fleet = cfg.build()
     assert fleet.policy.mode == "final_only" and fleet.budget is not None
-    with pytest.raises(ConfigError, match="'executor'"):
+    with pytest.raises(ConfigError, match="'TINYFLEET_EXECUTOR'"):
         FleetConfig.load(env={"TINYFLEET_EXECUTOR": "gpu-farm"})
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"budget": {"max_tokens": -5}}))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tinyfleet_core.errors import ConfigError, InputError
 from orchestrator.journal import journal_path
-from tinyfleet_core.models import Task
 from orchestrator.taskfile import MAX_DEPTH, json_depth, load_task, read_json
+from tinyfleet_core.errors import ConfigError, InputError
+from tinyfleet_core.models import Task
 
 ROOT = Path(__file__).resolve().parents[1]
 

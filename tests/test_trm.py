@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from orchestrator import ConfigError, Fleet, Task
-from workers.kits import maze, sudoku
 from workers.base import Job
+from workers.kits import maze, sudoku
+from workers.models.trm import TRM, TRMConfig, run_recursive, stablemax_cross_entropy
 from workers.serving.neural import (
     CHECKPOINT_DIR,
     TRMMazeWorker,
@@ -29,7 +30,6 @@ from workers.serving.neural import (
     maze_labels,
     set_torch_threads,
 )
-from workers.models.trm import TRM, TRMConfig, run_recursive, stablemax_cross_entropy
 
 torch.set_num_threads(1)
 

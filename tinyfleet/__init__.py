@@ -14,6 +14,7 @@ Fleet) -> this namespace -> the example agents -> the CLI and benchmarks.
 
 from __future__ import annotations
 
+import tinyfleet_core
 from orchestrator.budget import BudgetTracker
 from orchestrator.config import FleetConfig
 from orchestrator.escalation import LARGE, Policy
@@ -26,37 +27,13 @@ from planners.base import Planned, Planner
 from planners.openai import OpenAIPlanner
 from planners.plan_check import validate_plan
 from planners.rules import RulePlanner
-from tinyfleet_core.errors import (
-    BudgetExceeded,
-    ConfigError,
-    EscalationFailed,
-    InputError,
-    PlanError,
-    TinyfleetError,
-    WorkerError,
-    WorkerUnavailable,
-)
-from tinyfleet_core.models import (
-    Attempt,
-    Budget,
-    Cost,
-    Event,
-    Plan,
-    RunReport,
-    Step,
-    StepResult,
-    Strategy,
-    Task,
-    Totals,
-    Trial,
-    Verdict,
-)
-from tinyfleet_core.prices import Price, PriceTable
 from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 from workers.builtin import default_registry
 from workers.custom import FunctionVerifier, FunctionWorker, define_skill, tier
 from workers.llm.client import ChatClient, OpenAISettings
 from workers.registry import SkillRegistry
+
+from tinyfleet_core import *  # noqa: F403  (data models, errors, prices: tinyfleet_core.__all__)
 
 __all__ = [
     # running
@@ -64,30 +41,15 @@ __all__ = [
     "FleetConfig",
     "Policy",
     "LARGE",
-    "Budget",
     "BudgetTracker",
     "Executor",
     "LocalExecutor",
     "RayExecutor",
     "PoolSpec",
     "Journal",
-    "Price",
-    "PriceTable",
     "StepSpans",
     "OpenTelemetryHook",
     # data
-    "Task",
-    "Plan",
-    "Step",
-    "Strategy",
-    "Attempt",
-    "Verdict",
-    "Trial",
-    "StepResult",
-    "RunReport",
-    "Totals",
-    "Cost",
-    "Event",
     "validate_plan",
     # skills and workers
     "define_skill",
@@ -109,13 +71,6 @@ __all__ = [
     "OpenAIPlanner",
     "OpenAISettings",
     "ChatClient",
-    # errors
-    "TinyfleetError",
-    "ConfigError",
-    "InputError",
-    "PlanError",
-    "BudgetExceeded",
-    "WorkerError",
-    "WorkerUnavailable",
-    "EscalationFailed",
+    # data models, errors, prices
+    *tinyfleet_core.__all__,
 ]

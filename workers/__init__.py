@@ -12,7 +12,6 @@ from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 from workers.custom import FunctionVerifier, FunctionWorker, define_skill, tier
 from workers.registry import SkillRegistry, validate_payload
 
-
 __all__ = [
     "Job",
     "Worker",

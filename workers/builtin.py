@@ -15,10 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workers.kits import maze, sudoku
 from workers.base import PoolOptions, Skill, Tier, Worker
 from workers.code import code_skill
-from workers.serving.liquid import series_skills
+from workers.kits import maze, sudoku
 from workers.kits.classic import (
     MazeBFSSolver,
     MazeGreedyWorker,
@@ -28,9 +27,10 @@ from workers.kits.classic import (
     SudokuExactSolver,
     SudokuPropagationWorker,
 )
-from workers.serving.neural import HRMMazeWorker, HRMSudokuWorker, TRMMazeWorker, TRMSudokuWorker, served_sizes
-from workers.registry import SkillRegistry
 from workers.kits.verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
+from workers.registry import SkillRegistry
+from workers.serving.liquid import series_skills
+from workers.serving.neural import HRMMazeWorker, HRMSudokuWorker, TRMMazeWorker, TRMSudokuWorker, served_sizes
 
 __all__ = ["default_registry", "sudoku_skill", "maze_skill", "route_skill"]
 

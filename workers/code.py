@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tinyfleet_core.models import Verdict
-
 from workers.base import PoolOptions, Skill, Verifier
 from workers.sandbox import SandboxLimits, SandboxResult, plan_tests, run_tests
 

@@ -34,7 +34,6 @@ from pydantic import BaseModel
 
 from tinyfleet_core.errors import ConfigError, WorkerError
 from tinyfleet_core.models import Attempt, Verdict
-
 from workers.base import Job, PoolOptions, Skill, Tier, TierKind, Verifier, Worker
 
 __all__ = ["FunctionWorker", "FunctionVerifier", "tier", "define_skill"]

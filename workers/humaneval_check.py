@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyfleet_core.errors import ConfigError
-
 from workers.sandbox import SandboxLimits, run_tests
 
 __all__ = ["Case", "load_cases", "main", "mutants", "run_check"]

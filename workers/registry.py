@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tinyfleet_core.errors import ConfigError, InputError, PlanError
-
+from tinyfleet_core.validation import first_problem
 from workers.base import Skill
 
 __all__ = ["SkillRegistry", "validate_payload"]
@@ -24,10 +24,7 @@ def validate_payload(model: type[BaseModel], payload: Any, *, what: str) -> Base
     except InputError:
         raise
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
-        msg = first.get("msg", "invalid")
-        msg = msg.removeprefix("Value error, ")
+        loc, msg = first_problem(e)
         raise InputError(f"{what}: field '{loc}': {msg}") from None
 
 

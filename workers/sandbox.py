@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tinyfleet_core.errors import ConfigError, InputError
-
 from workers import sandbox_seccomp
 
 __all__ = [

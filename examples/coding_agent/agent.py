@@ -19,13 +19,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tinyfleet_core.errors import ConfigError, PlanError
 from orchestrator.fleet import Fleet
-from tinyfleet_core.prices import PriceTable
-from tinyfleet_core.models import Cost, Plan, RunReport, StepResult, Strategy
 from planners.openai import OpenAIPlanner
-from workers.llm.client import OpenAISettings
+from tinyfleet_core.errors import ConfigError, PlanError
+from tinyfleet_core.models import Cost, Plan, RunReport, StepResult, Strategy
+from tinyfleet_core.prices import PriceTable
 from workers.code import function_name
+from workers.llm.client import OpenAISettings
 
 from .assemble import assemble, stub_part
 from .planner import DEFAULT_STRATEGY, SpecPlanner, adopt_plan, spec_plan, spec_task

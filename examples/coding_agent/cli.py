@@ -14,10 +14,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from tinyfleet_core.errors import InputError
-from tinyfleet_core.models import Strategy
 from orchestrator.exit_status import run_guarded
 from orchestrator.progress import Progress, summary
+from tinyfleet_core.errors import InputError
+from tinyfleet_core.models import Strategy
 
 from .agent import BuildResult, build_module, make_fleet
 from .spec import Spec, load_spec

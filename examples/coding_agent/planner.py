@@ -20,11 +20,12 @@ import re
 
 from pydantic import BaseModel, ValidationError
 
+from planners.base import Planned, Planner
+from planners.plan_check import references
 from tinyfleet_core.errors import EscalationFailed, PlanError
 from tinyfleet_core.models import Attempt, Plan, Step, StepResult, Strategy, Task
-from planners.plan_check import references
 from tinyfleet_core.refs import expand_task_inputs
-from planners.base import Planned, Planner
+from tinyfleet_core.validation import first_problem
 from workers.base import Skill
 from workers.code import function_name
 from workers.registry import SkillRegistry
@@ -177,7 +178,7 @@ class SpecPlanner:
         try:
             spec = Spec.model_validate(raw)
         except ValidationError as e:
-            raise PlanError(f"the task's 'spec' is not a spec: {e.errors()[0].get('msg', 'invalid')}") from None
+            raise PlanError(f"the task's 'spec' is not a spec: {first_problem(e)[1]}") from None
         return Planned(spec_plan(spec, self.strategy))
 
     async def replan(self, task: Task, plan: Plan, failures: list[StepResult], skills: SkillRegistry) -> Planned:

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.fleet import Fleet
-from tinyfleet_core.prices import PriceTable
 from tinyfleet_core.models import Attempt, Verdict
-from workers.llm.client import OpenAISettings
+from tinyfleet_core.prices import PriceTable
 from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 from workers.code import CodeInput, CodeOutput, CodeTestsVerifier, sandbox_details
+from workers.llm.client import OpenAISettings
 from workers.llm.followers import llm_tier
 from workers.registry import SkillRegistry
 from workers.sandbox import SandboxLimits, plan_tests, run_tests

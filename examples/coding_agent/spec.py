@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tinyfleet_core.errors import InputError
+from tinyfleet_core.validation import first_problem
 from workers.code import function_name
 from workers.sandbox import plan_tests
 
@@ -246,9 +247,8 @@ def parse_json_spec(doc: Any, *, module: str = "module", source: str = "<spec>")
     try:
         js = _JsonSpec.model_validate(doc)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
-        raise InputError(f"spec {source}: field '{loc}': {err.get('msg', 'invalid')}") from None
+        loc, msg = first_problem(e)
+        raise InputError(f"spec {source}: field '{loc}': {msg}") from None
     if not js.functions:
         raise InputError(f"spec {source}: 'functions' is empty; list at least one function to write")
     functions = []

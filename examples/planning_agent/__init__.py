@@ -10,7 +10,7 @@ BFS ladder, shortest-path verified), assemble the itinerary; write it as JSON pl
 See the README, section "The planning agent: a delivery day".
 """
 
-from .agent import DayResult, build_plan_a, build_plan_b, brief, merge_reports, run_day
+from .agent import DayResult, brief, build_plan_a, build_plan_b, merge_reports, run_day
 from .cli import demo_command, make_fleet
 from .render import render_day
 from .scenario import Scenario, StopSpec, generate, load_scenario, parse_scenario

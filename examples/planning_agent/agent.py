@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyfleet_core.errors import ModelOutputError, TinyfleetError
 from orchestrator.escalation import ladder_for
 from orchestrator.executor import PoolSpec
 from orchestrator.fleet import Fleet
 from orchestrator.ledger import totals
+from planners.rules import RulePlanner
+from tinyfleet_core.errors import ModelOutputError, TinyfleetError
 from tinyfleet_core.models import Cost, Event, Plan, RunReport, RunStatus, Step, Strategy, Task
 from tinyfleet_core.refs import expand_task_inputs
-from planners.rules import RulePlanner
 from workers.base import Tier
 
 from .legs import city_start_tier, leg_grid, window_sizes

@@ -15,10 +15,10 @@ import argparse
 import asyncio
 from typing import Any
 
-from tinyfleet_core.errors import ConfigError
-from orchestrator.fleet import Fleet
 from orchestrator.exit_status import run_guarded
+from orchestrator.fleet import Fleet
 from orchestrator.progress import Progress, summary
+from tinyfleet_core.errors import ConfigError
 
 from .agent import DayResult, run_day
 from .scenario import Scenario, generate, load_scenario

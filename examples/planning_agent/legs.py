@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workers.kits import maze
-from workers.serving.neural import available_sizes, checkpoint_path
 from workers.registry import SkillRegistry
+from workers.serving.neural import available_sizes, checkpoint_path
 
 from .scenario import Cell
 

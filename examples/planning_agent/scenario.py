@@ -35,9 +35,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tinyfleet_core.errors import InputError
+from tinyfleet_core.validation import first_problem
 from workers.kits import maze
-from workers.registry import validate_payload
 from workers.kits.series import ForecastInput
+from workers.registry import validate_payload
 
 __all__ = [
     "Cell",
@@ -144,7 +145,7 @@ def _check_history(stop: StopSpec, horizon: int, season: int | None) -> None:
     except InputError as e:
         raise InputError(f"stop {stop.id!r} history: {e}") from None
     except ValidationError as e:  # the InputError raised inside the model's validator
-        msg = str(e.errors()[0].get("msg", "invalid")).removeprefix("Value error, ")
+        _, msg = first_problem(e)
         raise InputError(f"stop {stop.id!r} history: {msg}") from None
     negative = [i for i, v in enumerate(h.values) if v < 0]
     if negative:

@@ -18,14 +18,13 @@ import statistics
 import time
 from typing import Any
 
-from workers.kits import sudoku
-from workers.base import Job, PoolOptions
-from workers.serving.neural import TRMSudokuWorker
-
 from orchestrator.executor import PoolSpec
-from tinyfleet_core.models import Attempt
 from orchestrator.ray_executor import RayExecutor, ensure_ray
 from tinyfleet.bench.checkpoints import served_sizes, unserved_note
+from tinyfleet_core.models import Attempt
+from workers.base import Job, PoolOptions
+from workers.kits import sudoku
+from workers.serving.neural import TRMSudokuWorker
 
 __all__ = ["run", "puzzles"]
 
@@ -68,13 +67,13 @@ def _model_alone(size: int, inputs: list[sudoku.SudokuInput], n_single: int) -> 
     process): one puzzle per forward pass vs chunks of 256: what batching gains the model itself."""
     import torch
 
+    from workers.models.trm import run_recursive
     from workers.serving.neural import (
         checkpoint_path,
         load_checkpoint,
         set_torch_threads,
         sudoku_tokens,
     )
-    from workers.models.trm import run_recursive
 
     threads = torch.get_num_threads()
     set_torch_threads()

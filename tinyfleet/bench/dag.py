@@ -33,18 +33,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workers.llm.client import ChatClient
-
-from planners.openai import OpenAIPlanner
-from workers.base import PoolOptions, Skill, Tier
-from workers.llm.followers import SmallLLMWorker
-from workers.registry import SkillRegistry
-
 from orchestrator.fleet import Fleet
-from tinyfleet_core.models import Cost, Task
+from planners.openai import OpenAIPlanner
 from tinyfleet.bench.escalation import prices
 from tinyfleet.bench.simulated_llm import SimConfig
 from tinyfleet.bench.stub_server import BenchStubServer, last_user_text
+from tinyfleet_core.models import Cost, Task
+from workers.base import PoolOptions, Skill, Tier
+from workers.llm.client import ChatClient
+from workers.llm.followers import SmallLLMWorker
+from workers.registry import SkillRegistry
 
 __all__ = ["run", "LookupInput", "LookupOutput", "WIDTHS", "answer", "react"]
 

@@ -16,11 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workers.base import Job, PoolOptions, Worker
-
 from orchestrator.executor import PoolSpec
-from tinyfleet_core.models import Attempt
 from orchestrator.ray_executor import RayExecutor, ensure_ray
+from tinyfleet_core.models import Attempt
+from workers.base import Job, PoolOptions, Worker
 
 __all__ = ["run", "FixedCostWorker", "NoopInput"]
 

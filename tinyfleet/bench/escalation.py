@@ -39,18 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from planners.openai import OpenAIPlanner
-from workers.kits import maze, sudoku
-from workers.builtin import default_registry
-
 from orchestrator.escalation import Policy
 from orchestrator.fleet import Fleet
 from orchestrator.ledger import CPU_CORE_HOUR_USD
-from tinyfleet_core.prices import Price, PriceTable
-from tinyfleet_core.models import Plan, RunReport, Step, Task
+from planners.openai import OpenAIPlanner
 from tinyfleet.bench.checkpoints import served_sizes
 from tinyfleet.bench.simulated_llm import GPT4O_CLASS, SimConfig
 from tinyfleet.bench.stub_server import BenchStubServer, last_user_text
+from tinyfleet_core.models import Plan, RunReport, Step, Task
+from tinyfleet_core.prices import Price, PriceTable
+from workers.builtin import default_registry
+from workers.kits import maze, sudoku
 
 __all__ = ["run", "workload", "exact_answer", "prices", "CPU_USD_PER_CORE_HOUR", "Item", "ROWS", "SEED"]
 

@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from workers.kits import maze, sudoku
-from workers.base import Job, Worker
-from workers.builtin import maze_skill, sudoku_skill
-from workers.serving.neural import TRMMazeWorker, TRMSudokuWorker, available_sizes
-from workers.models.trm import run_recursive
-
 from tinyfleet.bench.checkpoints import card as checkpoint_card
 from tinyfleet.bench.checkpoints import card_exact, served_sizes
+from workers.base import Job, Worker
+from workers.builtin import maze_skill, sudoku_skill
+from workers.kits import maze, sudoku
+from workers.models.trm import run_recursive
+from workers.serving.neural import TRMMazeWorker, TRMSudokuWorker, available_sizes
 
 __all__ = ["run", "HaltSwitchSudoku", "HaltSwitchMaze"]
 

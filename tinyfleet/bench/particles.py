@@ -25,18 +25,17 @@ import random
 import time
 from typing import Any
 
-from planners.rules import RulePlanner
-from workers.kits import maze, sudoku
-from workers.base import PoolOptions, Tier
-from workers.builtin import maze_skill, sudoku_skill
-from workers.serving.neural import TRMMazeWorker, TRMSudokuWorker, available_sizes
-from workers.registry import SkillRegistry
-
 from orchestrator.escalation import Policy
 from orchestrator.executor import LocalExecutor
 from orchestrator.fleet import Fleet
-from tinyfleet_core.models import Plan, Step, Strategy, Task
+from planners.rules import RulePlanner
 from tinyfleet.bench.checkpoints import served_sizes, unserved_note
+from tinyfleet_core.models import Plan, Step, Strategy, Task
+from workers.base import PoolOptions, Tier
+from workers.builtin import maze_skill, sudoku_skill
+from workers.kits import maze, sudoku
+from workers.registry import SkillRegistry
+from workers.serving.neural import TRMMazeWorker, TRMSudokuWorker, available_sizes
 
 __all__ = ["run", "AnyCheckpointTRMMazeWorker", "PARTICLES"]
 

@@ -7,13 +7,12 @@ import asyncio
 import time
 from typing import Any
 
+from orchestrator.executor import PoolSpec
+from orchestrator.ray_executor import RayExecutor
+from tinyfleet_core.models import Verdict
 from workers.base import Job
 from workers.code import CodeInput, CodeOutput, code_skill
 from workers.serving.verifier_pool import VerifierWorkerFactory, VerifyRequest
-
-from orchestrator.executor import PoolSpec
-from tinyfleet_core.models import Verdict
-from orchestrator.ray_executor import RayExecutor
 
 __all__ = ["run", "cases"]
 

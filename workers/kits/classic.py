@@ -11,9 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from tinyfleet_core.errors import InputError
 from tinyfleet_core.models import Attempt
-
-from workers.kits import maze, sudoku
 from workers.base import Job, Worker
+from workers.kits import maze, sudoku
 
 __all__ = [
     "SudokuPropagationWorker",

@@ -22,7 +22,6 @@ from scipy.signal import lfilter
 
 from tinyfleet_core.errors import InputError
 from tinyfleet_core.models import Verdict
-
 from workers.base import Verifier
 
 __all__ = [

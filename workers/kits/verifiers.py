@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from tinyfleet_core.models import Verdict
-
-from workers.kits import maze, sudoku
 from workers.base import Verifier
+from workers.kits import maze, sudoku
 from workers.kits.classic import RouteInput, RouteOutput
 
 __all__ = ["SudokuVerifier", "MazeVerifier", "RouteVerifier"]

@@ -26,13 +26,14 @@ from tenacity import (
     stop_after_delay,
 )
 
-from tinyfleet_core.prices import PriceTable
 from tinyfleet_core.errors import (
     ConfigError,
     WorkerError,
     WorkerUnavailable,
 )
 from tinyfleet_core.models import Cost
+from tinyfleet_core.prices import PriceTable
+from tinyfleet_core.validation import problems
 from workers.llm.prices import load_price_table, model_price
 from workers.llm.reply_parsing import ModelReply, read_json_reply
 
@@ -131,8 +132,8 @@ class OpenAISettings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-            raise ConfigError(f"bad OpenAI settings: {problems}") from None
+            found = "; ".join(f"{loc}: {msg}" for loc, msg in problems(e))
+            raise ConfigError(f"bad OpenAI settings: {found}") from None
 
     def require_key(self) -> str:
         key = self.api_key.get_secret_value() if self.api_key is not None else ""

@@ -34,12 +34,12 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tinyfleet_core.errors import ConfigError, TinyfleetError
-from tinyfleet_core.prices import PriceTable
 from tinyfleet_core.models import Attempt, Cost, Verdict
+from tinyfleet_core.prices import PriceTable
+from tinyfleet_core.validation import first_problem
+from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 from workers.llm.client import ChatClient, OpenAISettings
 from workers.llm.reply_parsing import ReplyError, read_json_reply
-
-from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 
 __all__ = ["LLM_POOL", "LLMJudgeVerifier", "SmallLLMWorker", "llm_tier", "particle_seed"]
 
@@ -160,9 +160,8 @@ class SmallLLMWorker(Worker):
         try:
             return self.output_model.model_validate(value)
         except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
-            raise ValueError(f"answer does not fit {self.output_model.__name__}: {loc}: {first.get('msg', 'invalid')}") from None
+            loc, msg = first_problem(e)
+            raise ValueError(f"answer does not fit {self.output_model.__name__}: {loc}: {msg}") from None
 
     def _with_agreement(self, jobs: list[Job], answers: list[Attempt]) -> list[Attempt]:
         """Confidence = share of the same step's particles (in this batch) giving this answer."""

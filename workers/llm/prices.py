@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.prices import Price, PriceTable
+from tinyfleet_core.validation import first_problem
 
 __all__ = ["BUILTIN_PRICES", "PRICES_AS_OF", "PRICES_SOURCE", "builtin_price_table", "load_price_table", "model_price"]
 
@@ -66,10 +67,9 @@ def load_price_table(env: Mapping[str, str] | None = None) -> PriceTable:
     except json.JSONDecodeError as e:
         raise ConfigError(f"TINYFLEET_PRICES={path!r} is not JSON ({e.msg} at line {e.lineno})") from None
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
+        loc, msg = first_problem(e)
         raise ConfigError(
-            f"TINYFLEET_PRICES={path!r}: {loc}: {first.get('msg')}; write "
+            f"TINYFLEET_PRICES={path!r}: {loc}: {msg}; write "
             '{"models": {"name": {"per_mtok_in": 1.0, "per_mtok_out": 2.0}}}'
         ) from None
     fields = override.model_fields_set

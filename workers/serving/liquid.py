@@ -32,9 +32,8 @@ from torch import nn
 
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import Attempt
-
-from workers.kits import series
 from workers.base import Job, PoolOptions, Skill, Tier, Worker
+from workers.kits import series
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -91,7 +90,7 @@ class LiquidForecaster(nn.Module):
 
     def __init__(self, cfg: LiquidConfig) -> None:
         super().__init__()
-        from ncps.torch import CfC, LTC
+        from ncps.torch import LTC, CfC
         from ncps.wirings import AutoNCP
 
         self.cfg = cfg

@@ -28,9 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import Attempt
-
-from workers.kits import maze, sudoku
 from workers.base import Job, Worker
+from workers.kits import maze, sudoku
 from workers.models.hrm import HRM, HRMConfig
 from workers.models.trm import TRM, TRMConfig, run_recursive
 

@@ -11,7 +11,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from tinyfleet_core.models import Attempt, Verdict
-
 from workers.base import Job, Skill, Verifier, Worker
 
 __all__ = ["VerifyRequest", "VerifierWorker", "VerifierWorkerFactory"]

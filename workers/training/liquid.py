@@ -24,22 +24,21 @@ import numpy as np
 import torch
 
 from tinyfleet_core.errors import ConfigError, InputError
-
-from workers.kits import series
 from workers.base import Job
+from workers.kits import series
 from workers.serving.liquid import (
     CHECKPOINT_DIR,
     FLAG_Z,
     LiquidConfig,
     LiquidForecaster,
+    Request,
     Window,
     checkpoint_path,
     load_checkpoint,
     make_window,
-    predict,
-    Request,
     one_step_scores,
     pinball_loss,
+    predict,
     save_checkpoint,
     set_torch_threads,
 )

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from tinyfleet_core.errors import ConfigError, InputError
-
 from workers.kits import maze, sudoku
 from workers.models.hrm import HRM, HRMConfig
+from workers.models.trm import EMA, TRM, RecursiveModel, TRMConfig, run_recursive
 from workers.serving.neural import (
     CHECKPOINT_DIR,
     checkpoint_path,
@@ -53,7 +53,6 @@ from workers.serving.neural import (
     sudoku_tokens,
 )
 from workers.training.args import add_train_options
-from workers.models.trm import EMA, TRM, RecursiveModel, TRMConfig, run_recursive
 
 __all__ = [
     "DeepSupervision",
