@@ -55,14 +55,12 @@ class FleetConfig(BaseModel):
     budget: Budget = Field(default_factory=Budget)
 
     @classmethod
-    def _validate(cls, data: Mapping[str, Any], source: str) -> FleetConfig:
+    def _validate(cls, data: Mapping[str, Any], source: str, from_env: Mapping[str, str] | None = None) -> FleetConfig:
         try:
             return cls.model_validate(dict(data))
         except ValidationError as e:
             loc, msg = first_problem(e)
-            if source.startswith("tinyfleet config (environment"):
-                names = {key: var for var, (key, _) in _ENV.items()} | {f"budget.{k}": v for v, k in _ENV_BUDGET.items()}
-                loc = names.get(loc, loc)
+            loc = (from_env or {}).get(loc, loc)  # a value that came from a variable is named by it
             raise ConfigError(f"{source}: '{loc}': {msg}") from None
 
     @classmethod
@@ -86,11 +84,14 @@ class FleetConfig(BaseModel):
                 budget[key] = env[var]
         if budget:
             data["budget"] = budget
+        from_env = {key: var for var, (key, _) in _ENV.items() if env.get(var)}
+        from_env |= {f"budget.{key}": var for var, key in _ENV_BUDGET.items() if env.get(var)}
         for k, v in overrides.items():
             if v is not None:
                 data[k] = v
+                from_env.pop(k, None)
                 source = "arguments"
-        return cls._validate(data, f"tinyfleet config ({source}{', ' + str(file) if file else ''})")
+        return cls._validate(data, f"tinyfleet config ({source}{', ' + str(file) if file else ''})", from_env)
 
     def build(self) -> Fleet:
         """A Fleet built from this configuration."""
