@@ -15,16 +15,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import Budget
 from tinyfleet_core.validation import first_problem
-
-if TYPE_CHECKING:
-    from orchestrator.fleet import Fleet
 
 __all__ = ["FleetConfig"]
 
@@ -92,25 +89,6 @@ class FleetConfig(BaseModel):
                 from_env.pop(k, None)
                 source = "arguments"
         return cls._validate(data, f"tinyfleet config ({source}{', ' + str(file) if file else ''})", from_env)
-
-    def build(self) -> Fleet:
-        """A Fleet built from this configuration."""
-        from orchestrator.escalation import Policy
-        from orchestrator.fleet import Fleet
-
-        planner = None
-        if self.planner == "openai":
-            from planners.openai import OpenAIPlanner
-
-            planner = OpenAIPlanner.from_env()
-        return Fleet(
-            planner=planner,
-            executor=self.executor,
-            address=self.address,
-            policy=Policy(mode=self.policy),
-            budget=self.budget,
-            journal_dir=self.journal_dir,
-        )
 
 
 def _read_file(path: Path) -> dict[str, Any]:

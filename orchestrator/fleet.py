@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.budget import BudgetTracker
+from orchestrator.config import FleetConfig
 from orchestrator.escalation import Policy
 from orchestrator.executor import Executor, LocalExecutor
 from orchestrator.journal import Journal
@@ -44,7 +45,10 @@ Hook = Callable[[Event], None]
 class Fleet:
     """A planner steering a fleet of tiny workers.
 
-    ``executor``: an Executor instance, ``"ray"`` (default; starts or attaches to Ray) or
+    Every argument left out is read from the environment like the CLI does
+    (``TINYFLEET_EXECUTOR``, ``TINYFLEET_PLANNER``, ``TINYFLEET_POLICY``, ``TINYFLEET_JOURNAL_DIR``,
+    the budget variables, ``RAY_ADDRESS``; see :class:`~orchestrator.config.FleetConfig`), then the
+    defaults. ``executor``: an Executor instance, ``"ray"`` (default; starts or attaches to Ray) or
     ``"local"`` (in-process). ``address``: a Ray address to attach to (``"auto"`` or
     ``ray://...``); None starts a local Ray sized to the machine unless ``RAY_ADDRESS`` is
     set. ``hooks`` are called with every Event of every run (tracing, logging).
@@ -57,7 +61,7 @@ class Fleet:
         planner: Planner | None = None,
         *,
         registry: SkillRegistry | None = None,
-        executor: Executor | str = "ray",
+        executor: Executor | str | None = None,
         policy: Policy | None = None,
         budget: Budget | None = None,
         journal_dir: str | Path | None = None,
@@ -65,6 +69,26 @@ class Fleet:
         address: str | None = None,
         prices: PriceTable | None = None,
     ) -> None:
+        # what the caller left out comes from the environment, as for the CLI (TINYFLEET_*)
+        # (what the caller passed overrides its variable before validation, so only a bad value
+        # that would be used is an error)
+        env = FleetConfig.load(
+            executor=executor if isinstance(executor, str) or executor is None else "local",
+            address=address,
+            planner="rules" if planner is not None else None,
+            policy=policy.mode if policy is not None else None,
+            journal_dir=str(journal_dir) if journal_dir is not None else None,
+            budget=budget.model_dump() if budget is not None else None,
+        )
+        if planner is None and env.planner == "openai":
+            from planners.openai import OpenAIPlanner
+
+            planner = OpenAIPlanner.from_env()
+        executor = env.executor if executor is None else executor
+        address = env.address if address is None else address
+        policy = Policy(mode=env.policy) if policy is None else policy
+        budget = (env.budget if env.budget.model_fields_set else None) if budget is None else budget
+        journal_dir = env.journal_dir if journal_dir is None else journal_dir
         self.planner: Planner = planner or RulePlanner()
         planner_prices = getattr(self.planner, "prices", None)
         self.prices: PriceTable = prices or (planner_prices if isinstance(planner_prices, PriceTable) else PriceTable())
@@ -85,9 +109,24 @@ class Fleet:
     @classmethod
     def from_config(cls, file: str | Path | None = None, **overrides: Any) -> Fleet:
         """A Fleet from a config file, the environment and ``overrides`` (see FleetConfig)."""
-        from orchestrator.config import FleetConfig
+        return cls.from_settings(FleetConfig.load(file, **overrides))
 
-        return FleetConfig.load(file, **overrides).build()
+    @classmethod
+    def from_settings(cls, config: FleetConfig) -> Fleet:
+        """A Fleet built from a :class:`FleetConfig` (the one way the CLI builds its fleet)."""
+        planner = None
+        if config.planner == "openai":
+            from planners.openai import OpenAIPlanner
+
+            planner = OpenAIPlanner.from_env()
+        return cls(
+            planner=planner,
+            executor=config.executor,
+            address=config.address,
+            policy=Policy(mode=config.policy),
+            budget=config.budget,
+            journal_dir=config.journal_dir,
+        )
 
     @property
     def executor(self) -> Executor:

@@ -21,6 +21,7 @@ from orchestrator import (
     Fleet,
     FleetConfig,
     Plan,
+    Policy,
     Step,
     StepSpans,
     Task,
@@ -171,7 +172,7 @@ def test_config_from_file_env_and_code_with_precedence(tmp_path: Path) -> None:
     cfg = FleetConfig.load(f, env={"TINYFLEET_POLICY": "final_only", "TINYFLEET_DEADLINE_S": "30"}, journal_dir=str(tmp_path))
     assert cfg.executor == "local" and cfg.policy == "final_only"
     assert cfg.budget.max_tokens == 10 and cfg.budget.deadline_s == 30
-    fleet = cfg.build()
+    fleet = Fleet.from_settings(cfg)
     assert fleet.policy.mode == "final_only" and fleet.budget is not None
     with pytest.raises(ConfigError, match="'TINYFLEET_EXECUTOR'"):
         FleetConfig.load(env={"TINYFLEET_EXECUTOR": "gpu-farm"})
@@ -243,3 +244,20 @@ async def test_code_verifications_run_on_the_verifier_pool(executor: Executor) -
     # verifications on the pool are counted as verifier seconds (the sandbox's time inside the pool)
     assert ok.cost.verifier_s > 0 and rejected.cost.verifier_s > 0
     assert report.totals.verifier_seconds == pytest.approx(ok.cost.verifier_s + rejected.cost.verifier_s, abs=1e-5)
+
+
+def test_fleet_reads_the_environment_like_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a caller leaves out of Fleet() comes from TINYFLEET_*; what it passes wins; a bad
+    value is a ConfigError naming the variable, at construction (not at the first run)."""
+    monkeypatch.setenv("TINYFLEET_EXECUTOR", "local")
+    monkeypatch.setenv("TINYFLEET_POLICY", "tiny_only")
+    monkeypatch.setenv("TINYFLEET_MAX_LARGE_CALLS", "3")
+    monkeypatch.setenv("TINYFLEET_JOURNAL_DIR", str(tmp_path))
+    fleet = Fleet()
+    assert fleet.executor.name == "local" and fleet.policy.mode == "tiny_only"
+    assert fleet.budget is not None and fleet.budget.max_large_calls == 3 and fleet.journal_dir == tmp_path
+    assert Fleet(policy=Policy(mode="ladder")).policy.mode == "ladder"
+    monkeypatch.setenv("TINYFLEET_EXECUTOR", "gpu-farm")
+    with pytest.raises(ConfigError, match="TINYFLEET_EXECUTOR"):
+        Fleet()
+    assert Fleet(executor="local").executor.name == "local"

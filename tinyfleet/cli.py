@@ -111,7 +111,7 @@ def _make_fleet(args: argparse.Namespace, planner_name: str | None = None) -> Fl
         planner=planner_name,
         policy=getattr(args, "policy", None),
     )
-    return config.build()
+    return Fleet.from_settings(config)
 
 
 async def _run_with_progress(fleet: Fleet, quiet: bool, **kw: Any) -> RunReport:
