@@ -80,10 +80,8 @@ class Fleet:
             journal_dir=str(journal_dir) if journal_dir is not None else None,
             budget=budget.model_dump() if budget is not None else None,
         )
-        if planner is None and env.planner == "openai":
-            from planners.openai import OpenAIPlanner
-
-            planner = OpenAIPlanner.from_env()
+        if planner is None:
+            planner = _planner_named(env.planner)
         executor = env.executor if executor is None else executor
         address = env.address if address is None else address
         policy = Policy(mode=env.policy) if policy is None else policy
@@ -93,7 +91,7 @@ class Fleet:
         planner_prices = getattr(self.planner, "prices", None)
         self.prices: PriceTable = prices or (planner_prices if isinstance(planner_prices, PriceTable) else PriceTable())
         self.registry = registry or default_registry()
-        self.policy = policy or Policy()
+        self.policy = policy
         self.budget = budget
         self.journal_dir = Path(journal_dir) if journal_dir else None
         self.hooks: list[Hook] = list(hooks)
@@ -114,13 +112,8 @@ class Fleet:
     @classmethod
     def from_settings(cls, config: FleetConfig) -> Fleet:
         """A Fleet built from a :class:`FleetConfig` (the one way the CLI builds its fleet)."""
-        planner = None
-        if config.planner == "openai":
-            from planners.openai import OpenAIPlanner
-
-            planner = OpenAIPlanner.from_env()
         return cls(
-            planner=planner,
+            planner=_planner_named(config.planner),
             executor=config.executor,
             address=config.address,
             policy=Policy(mode=config.policy),
@@ -331,3 +324,12 @@ class Fleet:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+
+def _planner_named(name: str) -> Planner:
+    """The planner a setting names: the offline rule planner, or the LLM planner from the
+    environment's OpenAI settings."""
+    if name == "openai":
+        from planners.openai import OpenAIPlanner
+
+        return OpenAIPlanner.from_env()
+    return RulePlanner()

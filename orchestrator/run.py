@@ -320,7 +320,8 @@ class PlanRun:
                 res.resends += int(h.info.get("resends", 0))
                 cost = cost + h.cost.model_copy(update={"particles": 0})
         res.cost = res.cost + cost
-        self.budget.add(cost)
+        if tier.kind != "large":  # the large model's calls were charged as they returned
+            self.budget.add(cost)
         trials, verify_s = await self._verify(skill, inp, attempts, verifier, held if wants_holdout else None)
         res.cost = res.cost + Cost(verifier_s=verify_s)
         for t in trials:
@@ -344,11 +345,14 @@ class PlanRun:
 
         self.budget.before_large_call()
         main = await ask(inp)
+        self.budget.add(main.cost)  # charged now, so the holdout call sees it
         held: list[Attempt | None] = []
         if holdout is not None and main.output is not None:
             try:
                 self.budget.before_large_call()
-                held.append(await ask(holdout))
+                h = await ask(holdout)
+                self.budget.add(h.cost.model_copy(update={"particles": 0}))
+                held.append(h)
             except BudgetExceeded as e:  # the answer stays unverified; the run stops on the spent budget
                 held.append(Attempt(output=None, confidence=0.0, worker=self.fleet.planner.name, error=f"BudgetExceeded: {e}"))
         return [main], held

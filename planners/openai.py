@@ -362,8 +362,9 @@ class OpenAIPlanner:
                     output=out.model_dump(mode="json"),
                     confidence=self.solve_confidence,
                     worker=self.name,
-                    cost=cost.model_copy(update={"worker_s": time.perf_counter() - t0, "particles": 1}),
-                    info={"model": self.model, "calls": k + 1, "finish_reason": reply.finish_reason},
+                    # waiting on the model is not our CPU: no worker seconds, the wait is in info
+                    cost=cost.model_copy(update={"particles": 1}),
+                    info={"model": self.model, "calls": k + 1, "finish_reason": reply.finish_reason, "wait_s": time.perf_counter() - t0},
                 )
             log.info("solve %s: answer %d/%d from %s does not fit %s: %s", step.id, k + 1, tries, self.model,
                      skill.output_model.__name__, problem)
@@ -378,6 +379,6 @@ class OpenAIPlanner:
             confidence=0.0,
             worker=self.name,
             error=f"the large model's answer does not fit {skill.output_model.__name__} after {tries} tries: {problem}",
-            cost=cost.model_copy(update={"worker_s": time.perf_counter() - t0, "particles": 1}),
-            info={"model": self.model, "calls": tries},
+            cost=cost.model_copy(update={"particles": 1}),
+            info={"model": self.model, "calls": tries, "wait_s": time.perf_counter() - t0},
         )

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from orchestrator import ConfigError, Cost, Fleet, InputError, Task
 from planners.rules import RulePlanner
-from tinyfleet_core.models import Attempt, Step
+from tinyfleet_core.models import Attempt, RunReport, Step
 from workers import Job, PoolOptions, Tier, Worker, validate_payload
 from workers.base import Skill
 from workers.builtin import default_registry
@@ -220,6 +220,17 @@ def _verdict(
     return v.ok, v.reason
 
 
+
+def _forecast_on_one_tier(name: str, worker: type, hist: list[float]) -> RunReport:
+    """A real local fleet whose forecast ladder is the one tier ``worker`` (then the final tier)."""
+    reg = default_registry()
+    reg.register(dataclasses.replace(forecast_skill(), ladder=[Tier(name, worker, "tiny", PoolOptions(inline=True))]))
+    fleet = Fleet(executor="local", registry=reg)
+    try:
+        return fleet.run_sync(Task(skill="series.forecast", inputs={"values": hist, "horizon": 12, "season": 12}))
+    finally:
+        fleet.close_sync()
+
 def test_backtest_input_cuts_the_held_out_window() -> None:
     values = [float(v) for v in range(40)]
     inp = series.ForecastInput(values=values, timestamps=[2.0 * v for v in range(40)], horizon=12, season=10)
@@ -264,13 +275,7 @@ def test_a_producer_supplied_backtest_is_ignored(co2: np.ndarray) -> None:
     out = _forecast(peek, hist, 12, 12)
     ok, why = _verdict(hist, 12, 12, out, _backtest(peek, hist, 12, 12))
     assert not ok and "seasonal-naive" in why  # its own 'perfect' backtest field was not read
-    reg = default_registry()
-    reg.register(dataclasses.replace(forecast_skill(), ladder=[Tier("peek", PeekingForecaster, "tiny", PoolOptions(inline=True))]))
-    fleet = Fleet(executor="local", registry=reg)
-    try:
-        report = fleet.run_sync(Task(skill="series.forecast", inputs={"values": hist, "horizon": 12, "season": 12}))
-    finally:
-        fleet.close_sync()
+    report = _forecast_on_one_tier("peek", PeekingForecaster, hist)
     (step,) = report.steps
     assert step.tiers_tried == ["peek", "classical"] and step.tier == "classical"
     assert step.trials[0].verdict is not None and not step.trials[0].verdict.ok
@@ -279,13 +284,7 @@ def test_a_producer_supplied_backtest_is_ignored(co2: np.ndarray) -> None:
 def test_tiers_are_sent_the_cut_history_in_the_same_batch_and_never_its_truth(co2: np.ndarray) -> None:
     RecordingForecaster.seen = []
     hist = co2[:-12].tolist()
-    reg = default_registry()
-    reg.register(dataclasses.replace(forecast_skill(), ladder=[Tier("rec", RecordingForecaster, "tiny", PoolOptions(inline=True))]))
-    fleet = Fleet(executor="local", registry=reg)
-    try:
-        report = fleet.run_sync(Task(skill="series.forecast", inputs={"values": hist, "horizon": 12, "season": 12}))
-    finally:
-        fleet.close_sync()
+    report = _forecast_on_one_tier("rec", RecordingForecaster, hist)
     (step,) = report.steps
     assert step.status == "verified" and step.tier == "rec", step.error
     w = series.backtest_window(len(hist), 12)
@@ -448,3 +447,21 @@ def test_broken_forecast_escalates_to_the_classical_tier(co2: np.ndarray) -> Non
     assert step.escalated and step.tiers_tried == ["broken", "classical"] and step.tier == "classical"
     rejected = step.trials[0].verdict
     assert rejected is not None and not rejected.ok
+
+
+def test_the_backtest_call_never_runs_a_large_call_budget_over(co2: np.ndarray) -> None:
+    """With max_large_calls=1 the large model answers once; the backtest call is refused by
+    the budget (its first call was already charged), so the answer stays unverified."""
+    from orchestrator import Budget, Policy
+
+    hist = co2[:-12].tolist()
+    large = ClassicalLargeModel()
+    fleet = Fleet(planner=large, executor="local", policy=Policy(mode="final_only", replans=0))
+    try:
+        report = fleet.run_sync(
+            Task(skill="series.forecast", inputs={"values": hist, "horizon": 12, "season": 12}, budget=Budget(max_large_calls=1))
+        )
+    finally:
+        fleet.close_sync()
+    assert len(large.asked) == 1 and report.totals.large_model_calls == 1
+    assert report.steps[0].status != "verified"

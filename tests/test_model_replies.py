@@ -73,7 +73,7 @@ CORPUS = [
     ("think", f"<think>The user wants a route. {{not json}} Let me plan one leg.</think>\n{PLAN_JSON}"),
     ("lone-close-think", f"The grid is small, one leg will do.</think>\n\n{PLAN_JSON}"),
     ("braces-in-prose", f"The plan {{as requested}} uses {{one}} step: {PLAN_JSON}"),
-    ("brace-inside-string", json.dumps({**PLAN, "note": "a } and a { inside"}).replace(', "note": "a } and a { inside"', "")),
+    ("brace-inside-string", '{"note": "a } and a { inside", "draft": true} then ' + PLAN_JSON),
     ("two-objects-first-invalid", f'First draft: {{"steps": [], "output": "leg"}}\nFixed: {PLAN_JSON}'),
     ("json-array-then-object", f"[1, 2, 3] and then {PLAN_JSON}"),
     ("unicode-prose", f"Voilà — le plan : {PLAN_JSON} ✓"),

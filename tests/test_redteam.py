@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers import TcpListener
 
-import orchestrator  # noqa: F401  (imports the SDK before workers, as users do)
 from workers.sandbox import SandboxLimits, SandboxResult, root_plan, run_tests
 
 FAST = SandboxLimits(wall_s=6.0, cpu_s=3, memory_mb=256, file_mb=1)
@@ -171,37 +169,10 @@ def test_a_huge_answer_is_refused_not_buffered() -> None:
 # --- native code and the audit hook ---------------------------------------------------------
 
 
-class _Listener:
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
 def test_ctypes_native_calls_meet_the_kernel_not_a_hook() -> None:
     """There is no audit hook to remove; native calls through ctypes hit seccomp: socket,
     fork, execve, ptrace, unshare and mount all fail with EPERM, and the listener sees nothing."""
-    listener = _Listener()
+    listener = TcpListener()
     try:
         code = f"""
         import ctypes, struct

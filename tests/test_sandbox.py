@@ -10,13 +10,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers import TcpListener
 
-import orchestrator  # noqa: F401  (imports the SDK before workers, as users do)
 from tinyfleet_core.errors import InputError
 from workers.builtin import default_registry
 from workers.code import CodeInput, CodeOutput, CodeTestsVerifier
@@ -215,38 +214,9 @@ def test_secrets_in_the_environment_never_reach_the_code(monkeypatch: pytest.Mon
     assert "denied /proc/self/environ [Errno 2] No such file or directory" in r.stdout  # there is no /proc
 
 
-class _Listener:
-    """A real TCP listener on 127.0.0.1 that records every connection it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
 @pytest.mark.parametrize("syscall_filter", [True, False], ids=["all-layers", "no-seccomp"])
 def test_sockets_are_cut_off(syscall_filter: bool) -> None:
-    listener = _Listener()
+    listener = TcpListener()
     try:
         probe = socket.create_connection(("127.0.0.1", listener.port), timeout=2)  # the listener works
         probe.close()

@@ -23,7 +23,7 @@ totals, less the seconds the large model's ``solve`` calls waited on HTTP, which
 ``cpu_usd`` at ``CPU_USD_PER_CORE_HOUR``, ``cost_usd`` = both, ``wall_s``.
 
 Target (can fail): ``fleet`` costs less than ``large_only`` in dollars at a verified share at
-least ``large_only``'s, and no verified answer is wrong against the kits' ground truth. Where
+least every other row's (``large_only``, ``exact_only``, ``tiny_only``), and no verified answer is wrong against the kits' ground truth. Where
 ``exact_only`` simply wins (cheaper, faster and always right on sudoku and mazes) the summary
 and the per-category table say so; that is not a target.
 """
@@ -44,8 +44,8 @@ from orchestrator.fleet import Fleet
 from orchestrator.ledger import CPU_CORE_HOUR_USD
 from planners.openai import OpenAIPlanner
 from tinyfleet.bench.checkpoints import served_sizes
-from tinyfleet.bench.simulated_llm import GPT4O_CLASS, SimConfig
-from tinyfleet.bench.stub_server import BenchStubServer, last_user_text
+from tinyfleet.bench.simulated_llm import GPT4O_CLASS, SimConfig, step_input
+from tinyfleet.bench.stub_server import BenchStubServer
 from tinyfleet_core.models import Plan, RunReport, Step, Task
 from tinyfleet_core.prices import Price, PriceTable
 from workers.builtin import default_registry
@@ -116,11 +116,9 @@ def exact_answer(body: dict[str, Any]) -> str:
     """The simulated model's *right* reply to an escalated step: the kit's exact answer as JSON
     (the server then makes it wrong at the stated rates). Raises
     ValueError for requests it cannot answer (the stub turns that into an HTTP 400)."""
-    text = last_user_text(body)
-    _, sep, payload = text.partition("input (JSON): ")
-    if not sep:
+    inp = step_input(body)  # the same reading as the simulated model's (the first user message)
+    if inp is None:
         raise ValueError("not an escalated step (no 'input (JSON):' in the user message)")
-    inp = json.loads(payload)
     if "puzzle" in inp:
         return json.dumps({"solution": sudoku.solve_exact(inp["puzzle"])})
     if "grid" in inp:
@@ -179,31 +177,17 @@ def prices(sim: SimConfig) -> PriceTable:
     return PriceTable(models=table, default=table[sim.profiles[0].name])
 
 
-class _WaitTrackingPlanner(OpenAIPlanner):
-    """The real OpenAIPlanner, recording per step the seconds its ``solve`` calls took (HTTP
-    waits on the large model, main and holdout calls alike): that time is in the step's worker
-    seconds but is not our CPU."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.waits: dict[str, float] = {}
-
-    async def solve(self, step: Step, inputs: Any, skill: Any) -> Any:
-        a = await super().solve(step, inputs, skill)
-        self.waits[step.id] = self.waits.get(step.id, 0.0) + a.cost.worker_s
-        return a
-
-
-def _cpu_s(rep: RunReport, waits: dict[str, float]) -> tuple[float, float, float]:
-    """(worker s without the large model's HTTP waits, verifier s, driver s) of a run."""
+def _cpu_s(rep: RunReport) -> tuple[float, float, float]:
+    """(worker s, verifier s, driver s) of a run (the large model's HTTP waits are not in the
+    worker seconds: the planner reports them as ``info["wait_s"]``)."""
     t = rep.totals
-    return max(0.0, t.worker_seconds - sum(waits.values())), t.verifier_seconds, t.driver_seconds
+    return t.worker_seconds, t.verifier_seconds, t.driver_seconds
 
 
-def _row(name: str, rep: RunReport, waits: dict[str, float]) -> dict[str, Any]:
+def _row(name: str, rep: RunReport) -> dict[str, Any]:
     t = rep.totals
     n = max(1, t.steps)
-    tiny, ver, drv = _cpu_s(rep, waits)
+    tiny, ver, drv = _cpu_s(rep)
     cpu = tiny + ver + drv
     cpu_usd = cpu / 3600 * CPU_USD_PER_CORE_HOUR
     tiers = Counter(r.tier for r in rep.steps if r.settled and r.tier)
@@ -249,7 +233,7 @@ def _ratios(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _per_category(reports: dict[str, RunReport], waits: dict[str, dict[str, float]], items: list[Item]) -> list[dict[str, Any]]:
+def _per_category(reports: dict[str, RunReport], items: list[Item]) -> list[dict[str, Any]]:
     """Per category and policy: verified share, large calls, dollars per step (LLM + CPU of the
     step's own attempts and verifications; driver seconds are run-wide and not split here)."""
     out = []
@@ -257,8 +241,7 @@ def _per_category(reports: dict[str, RunReport], waits: dict[str, dict[str, floa
         idx = [k for k, it in enumerate(items) if it.category == cat]
         for name, rep in reports.items():
             steps = [rep.steps[k] for k in idx]
-            w = waits[name]
-            cpu = sum(max(0.0, r.cost.worker_s - w.get(r.step_id, 0.0)) + r.cost.verifier_s for r in steps)
+            cpu = sum(r.cost.worker_s + r.cost.verifier_s for r in steps)
             usd = sum(r.cost.cost_usd for r in steps) + cpu / 3600 * CPU_USD_PER_CORE_HOUR
             out.append({
                 "category": cat, "name": name, "steps": len(idx),
@@ -286,29 +269,29 @@ def run(quick: bool, *, tiny: bool = False, sim: SimConfig | None = None) -> dic
         "fleet": Policy(mode="ladder", ladders=ladders, replans=0),
     }
 
-    waits: dict[str, dict[str, float]] = {}
-
     async def go() -> dict[str, RunReport]:
         with BenchStubServer(exact_answer, process=True, sim=sim) as stub:
-            planner = _WaitTrackingPlanner(stub.settings(timeout_s=900.0), prices=prices(sim))
+            planner = OpenAIPlanner(stub.settings(timeout_s=900.0), prices=prices(sim))
             fleet = Fleet(planner=planner, registry=registry, executor="local")
             out: dict[str, RunReport] = {}
             try:
                 for name, p in policies.items():
-                    planner.waits = {}
                     out[name] = await fleet.run(task, plan=plan, policy=p)
-                    waits[name] = planner.waits
                 return out
             finally:
                 await fleet.close()
                 await planner.aclose()
 
     reports = asyncio.run(go())
-    rows = {name: _row(name, rep, waits[name]) for name, rep in reports.items()}
+    rows = {name: _row(name, rep) for name, rep in reports.items()}
     wrong = {name: _wrong(rep, items) for name, rep in reports.items()}
     f, lo, ex = rows["fleet"], rows["large_only"], rows["exact_only"]
-    ok = f["cost_usd"] < lo["cost_usd"] and f["verified_share"] >= lo["verified_share"] and sum(wrong.values()) == 0
-    cats = _per_category(reports, waits, items)
+    # against every other row, not only large_only: the simulated model's wrong answers are fixed per
+    # input, so the fleet (which escalates a subset) nearly always beats large_only; exact_only and
+    # tiny_only can out-verify it
+    best_other = max(rows[n]["verified_share"] for n in ROWS if n != "fleet")
+    ok = f["cost_usd"] < lo["cost_usd"] and f["verified_share"] >= best_other and sum(wrong.values()) == 0
+    cats = _per_category(reports, items)
     exact_wins = [
         c["category"] for c in cats if c["name"] == "exact_only" and not c["category"].startswith("forecast")
         and c["verified_share"] >= next(d for d in cats if d["name"] == "fleet" and d["category"] == c["category"])["verified_share"]
@@ -327,7 +310,7 @@ def run(quick: bool, *, tiny: bool = False, sim: SimConfig | None = None) -> dic
         f"({_times(lo['cost_usd'], f['cost_usd'])} cheaper) vs exact_only ${ex['cost_usd']:.6f}; "
         f"large calls {f['large_calls']} vs {lo['large_calls']}; wall {f['wall_s']:.1f} s vs {lo['wall_s']:.1f} s vs {ex['wall_s']:.1f} s; "
         f"CPU {f['cpu_seconds']:.2f} s vs {lo['cpu_seconds']:.2f} s vs {ex['cpu_seconds']:.2f} s. "
-        f"Target: fleet cheaper than large_only at a verified share >= large_only's, 0 wrong verified answers "
+        f"Target: fleet cheaper than large_only at a verified share >= every other row's, 0 wrong verified answers "
         f"(wrong: {sum(wrong.values())}). exact_only is as right and cheaper than the fleet on: "
         f"{', '.join(exact_wins) or 'none'} (forecasts have no exact solver: exact_only uses the classical tier there)."
     )

@@ -144,10 +144,10 @@ class SmallLLMWorker(Worker):
             except ConfigError:
                 raise  # wrong settings fail the whole batch, loudly
             except TinyfleetError as e:
-                return self.attempt(None, 0.0, job=job, seconds=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
-        seconds = time.perf_counter() - t0
-        cost = Cost(tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, cost_usd=reply.cost_usd, worker_s=seconds, particles=1)
-        info: dict[str, Any] = {"model": reply.model, "finish_reason": reply.finish_reason, "seed": seed}
+                return self.attempt(None, 0.0, job=job, error=f"{type(e).__name__}: {e}", wait_s=time.perf_counter() - t0)
+        # waiting on the model is not our CPU: no worker seconds; the wait is in info
+        cost = Cost(tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, cost_usd=reply.cost_usd, particles=1)
+        info: dict[str, Any] = {"model": reply.model, "finish_reason": reply.finish_reason, "seed": seed, "wait_s": time.perf_counter() - t0}
         try:
             out = read_json_reply(reply.reply, self._fit, what=f"one {self.output_model.__name__} object")
         except ReplyError as e:
