@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None)
     e.add_argument("--no-halt", dest="halt", action="store_false", help="always run N_sup steps")
     e.add_argument("--json", action="store_true")
+    from workers.training.args import add_eval_options
+
+    add_eval_options(e)
 
     b = sub.add_parser("bench", help="side-by-side benchmarks")
     b.add_argument("names", nargs="*")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_train_options"]
+__all__ = ["add_train_options", "add_eval_options"]
 
 
 def add_train_options(t: argparse.ArgumentParser) -> None:
@@ -17,3 +17,8 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--workers", type=int, default=1, help="processes that generate the training pool")
     t.add_argument("--data-cache", default=None, help="directory to keep generated training pools in")
     t.add_argument("--eval-n", type=int, default=500, help="held-out items in the final eval")
+
+
+def add_eval_options(e: argparse.ArgumentParser) -> None:
+    """The options of ``eval`` past skill, model, size, n, seed, checkpoint, halt and json."""
+    return None
