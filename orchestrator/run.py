@@ -1,8 +1,11 @@
 """One run of a plan: schedule ready steps, climb ladders, verify, record, report.
 
-Every step whose inputs are ready starts at once (its jobs land in the pools' batchers in
-the same tick, so a pool receives them as batches). A finished step is journaled before
-anything else happens, so no finished result is ever lost.
+Every step whose dependencies are done starts at once, whatever else is still running (the
+DAG is scheduled by :class:`~orchestrator.scheduler.StepScheduler`, on the standard library's
+``graphlib.TopologicalSorter``); steps released together land in the pools' batchers in the
+same tick, so a pool receives them as batches. A finished step is journaled before anything
+else happens, so no finished result is ever lost; a step behind one that did not settle is
+skipped, with the reason.
 
 Inputs are checked cheaply before dispatch (the input model, and a skill's precheck if it
 has one); no exact solver runs in the driver. A consistent input with no answer fails at
@@ -14,8 +17,9 @@ window held out (the job never sees those values). The verifier scores that answ
 the held-out truth (``Verifier.check_holdout_batch``). For the large model the holdout is a
 second call, made after the first answered.
 
-Every verification is timed into the step's ``cost.verifier_s``; the driver's own CPU time
-is read from the run's :class:`~orchestrator.ledger.DriverClock` when the report is built.
+Every verification (:mod:`orchestrator.verification`) is timed into the step's
+``cost.verifier_s``; the driver's own CPU time is read from the run's
+:class:`~orchestrator.ledger.DriverClock` when the report is built.
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from orchestrator.budget import BudgetTracker
 from orchestrator.escalation import Policy, ladder_for, select
 from orchestrator.executor import Executor, PoolSpec
 from orchestrator.journal import Journal
 from orchestrator.ledger import DriverClock, totals
+from orchestrator.scheduler import StepScheduler
+from orchestrator.verification import verify_attempts
 from planners.base import Planner
-from planners.plan_check import references, split_ref, topological_order
+from planners.plan_check import split_ref
 from tinyfleet_core.errors import (
     BudgetExceeded,
     InputError,
@@ -52,11 +58,9 @@ from tinyfleet_core.models import (
     StepResult,
     Task,
     Trial,
-    Verdict,
 )
 from tinyfleet_core.prices import PriceTable
 from tinyfleet_core.refs import resolve_references
-from tinyfleet_core.validation import first_problem
 from workers.base import Job, Skill, Tier, Verifier
 from workers.registry import SkillRegistry, validate_payload
 
@@ -103,6 +107,7 @@ class PlanRun:
         self.fleet = fleet
         self.task = task
         self.plan = plan
+        self.steps = {s.id: s for s in plan.steps}
         self.validated = validated
         self.policy = policy
         self.budget = budget
@@ -127,43 +132,25 @@ class PlanRun:
     # ------------------------------------------------------------------ scheduling
 
     async def execute(self, started: float) -> RunReport:
-        order = topological_order(self.plan)
-        steps = {s.id: s for s in self.plan.steps}
-        deps = {s.id: set(references(s)) | set(s.after) for s in self.plan.steps}
+        schedule = StepScheduler(self.plan)
         for sid, r in self.results.items():
             if r.resumed:
                 self.emit("step_done", sid, r.tier, status=r.status, resumed=True)
-        pending = [sid for sid in order if sid not in self.results]
         running: dict[asyncio.Task[StepResult], str] = {}
         try:
             while True:
                 if self.stop_reason is None:
-                    for sid in list(pending):
-                        blocked = [d for d in deps[sid] if d in self.results and not self.results[d].settled]
-                        if blocked:
-                            d = blocked[0]
-                            self._finish(self._skipped(steps[sid], f"depends on step {d!r}, which {self.results[d].status}"))
-                            pending.remove(sid)
-                        elif all(d in self.results for d in deps[sid]):
-                            pending.remove(sid)
-                            running[asyncio.ensure_future(self._run_step(steps[sid]))] = sid
+                    self._dispatch(schedule, running)
                 if not running:
                     break
-                left = self.budget.time_left()
-                done, _ = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(running, timeout=self.budget.time_left(), return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    self.stop_reason = "deadline_s"
-                    self.emit("budget_stop", budget="deadline_s")
-                    for t, sid in running.items():
-                        t.cancel()
-                    await asyncio.gather(*running, return_exceptions=True)
-                    for sid in running.values():
-                        self._finish(self._skipped(steps[sid], f"stopped: deadline of {self.task.budget.deadline_s:g} s passed"))
-                    running.clear()
+                    await self._stop_at_deadline(running)
                     break
                 for t in done:
                     sid = running.pop(t)
                     self._finish(t.result())
+                    schedule.done(sid)
                 if self.budget.exhausted and self.stop_reason is None:
                     self.stop_reason = self.budget.exhausted
                     self.emit("budget_stop", budget=self.stop_reason)
@@ -172,10 +159,36 @@ class PlanRun:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             raise
-        for sid in pending:
-            why = f"not run: budget {self.stop_reason} ran out" if self.stop_reason else "not run"
-            self._finish(self._skipped(steps[sid], why))
+        why = f"not run: budget {self.stop_reason} ran out" if self.stop_reason else "not run"
+        for sid in schedule.unreleased():
+            if sid not in self.results:
+                self._finish(self._skipped(self.steps[sid], why))
         return self._report(time.monotonic() - started)
+
+    def _dispatch(self, schedule: StepScheduler, running: dict[asyncio.Task[StepResult], str]) -> None:
+        """Start every step the schedule releases. A step finished earlier (resumed, kept) and
+        a step behind an unsettled dependency (skipped, with the reason) are done at once,
+        which may release more."""
+        while ready := schedule.ready():
+            for sid in ready:
+                if sid not in self.results:
+                    blocked = next((d for d in schedule.deps[sid] if not self.results[d].settled), None)
+                    if blocked is None:
+                        running[asyncio.ensure_future(self._run_step(self.steps[sid]))] = sid
+                        continue
+                    why = f"depends on step {blocked!r}, which {self.results[blocked].status}"
+                    self._finish(self._skipped(self.steps[sid], why))
+                schedule.done(sid)
+
+    async def _stop_at_deadline(self, running: dict[asyncio.Task[StepResult], str]) -> None:
+        self.stop_reason = "deadline_s"
+        self.emit("budget_stop", budget="deadline_s")
+        for t in running:
+            t.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for sid in running.values():
+            self._finish(self._skipped(self.steps[sid], f"stopped: deadline of {self.task.budget.deadline_s:g} s passed"))
+        running.clear()
 
     def _finish(self, result: StepResult) -> None:
         self.results[result.step_id] = result
@@ -322,7 +335,9 @@ class PlanRun:
         res.cost = res.cost + cost
         if tier.kind != "large":  # the large model's calls were charged as they returned
             self.budget.add(cost)
-        trials, verify_s = await self._verify(skill, inp, attempts, verifier, held if wants_holdout else None)
+        trials, verify_s = await verify_attempts(
+            skill, inp, attempts, verifier, held if wants_holdout else None, executor=self.fleet.executor, clock=self.clock
+        )
         res.cost = res.cost + Cost(verifier_s=verify_s)
         for t in trials:
             if t.verdict is not None:
@@ -398,102 +413,6 @@ class PlanRun:
             for i, g in enumerate(got)
         ]
         return out[:n], list(out[n:])
-
-    async def _verify(
-        self,
-        skill: Skill,
-        inp: BaseModel,
-        attempts: list[Attempt],
-        verifier: Verifier | None,
-        held: list[Attempt | None] | None,
-    ) -> tuple[list[Trial], float]:
-        """Rule on every attempt; returns the trials and the seconds verification took."""
-        verdicts: list[Verdict | None] = [None] * len(attempts)
-        pairs: list[tuple[int, BaseModel]] = []
-        for i, a in enumerate(attempts):
-            if a.output is None:
-                verdicts[i] = Verdict(ok=False, reason=a.error or "worker gave no answer", verifier="none")
-                continue
-            try:
-                out = skill.output_model.model_validate(a.output)
-            except (ValidationError, InputError) as e:
-                verdicts[i] = Verdict(ok=False, reason=f"output does not fit {skill.output_model.__name__}: {_first_error(e)}", verifier="schema")
-                continue
-            pairs.append((i, out))
-        seconds = 0.0
-        if verifier is not None and pairs:
-            batch = [(inp, out) for _, out in pairs]
-            extra = None if held is None else [_holdout_output(skill, held[i] if i < len(held) else None) for i, _ in pairs]
-            try:
-                if skill.verifier_pool is not None:
-                    got, seconds = await self._verify_on_pool(skill, batch, extra)
-                elif verifier.blocking:
-                    got, seconds = await asyncio.to_thread(_timed_check, verifier, batch, extra)
-                else:
-                    t0 = time.thread_time()  # on the driver's thread: its CPU time, moved out of driver seconds
-                    try:
-                        got = _check(verifier, batch, extra)
-                    finally:
-                        seconds = time.thread_time() - t0
-                        self.clock.inline_verify_s += seconds
-                if len(got) != len(batch):
-                    raise ValueError(f"returned {len(got)} verdicts for {len(batch)} answers")
-            except Exception as e:  # noqa: BLE001 - a broken verifier rejects, visibly, rather than passing
-                got = [Verdict(ok=False, reason=f"verifier {verifier.name!r} failed: {type(e).__name__}: {e}", verifier=verifier.name)] * len(batch)
-            for (i, _), v in zip(pairs, got, strict=True):
-                verdicts[i] = v
-        trials = [Trial(attempt=a, verdict=v if (verifier is not None or (v is not None and not v.ok)) else None) for a, v in zip(attempts, verdicts, strict=True)]
-        return trials, seconds
-
-    async def _verify_on_pool(
-        self, skill: Skill, batch: list[tuple[BaseModel, BaseModel]], extra: list[BaseModel | None] | None
-    ) -> tuple[list[Verdict], float]:
-        from workers.serving.verifier_pool import VerifierWorkerFactory, VerifyRequest
-
-        assert skill.verifier is not None and skill.verifier_pool is not None
-        factory = VerifierWorkerFactory(skill)
-        executor = self.fleet.executor
-        await executor.ensure_pool(PoolSpec(factory.name, factory, skill.verifier_pool))
-        held = extra if extra is not None else [None] * len(batch)
-        jobs = [
-            Job(VerifyRequest(input=i.model_dump(), output=o.model_dump(), holdout=h.model_dump() if h is not None else None))
-            for (i, o), h in zip(batch, held, strict=True)
-        ]
-        attempts = await asyncio.gather(*(executor.submit(factory.name, j) for j in jobs))
-        return [Verdict.model_validate(a.output) for a in attempts], sum(a.cost.worker_s for a in attempts)
-
-
-def _holdout_output(skill: Skill, a: Attempt | None) -> BaseModel | None:
-    """The tier's answer to the holdout job, validated; None when it gave none that fits."""
-    if a is None or a.output is None:
-        return None
-    try:
-        return skill.output_model.model_validate(a.output)
-    except (ValidationError, InputError):
-        return None
-
-
-def _check(verifier: Verifier, batch: list[tuple[BaseModel, BaseModel]], extra: list[BaseModel | None] | None) -> list[Verdict]:
-    if extra is None:
-        return verifier.check_batch(batch)
-    return verifier.check_holdout_batch([(i, o, h) for (i, o), h in zip(batch, extra, strict=True)])
-
-
-def _timed_check(
-    verifier: Verifier, batch: list[tuple[BaseModel, BaseModel]], extra: list[BaseModel | None] | None
-) -> tuple[list[Verdict], float]:
-    """A blocking verifier's verdicts and its wall time in this thread (which covers the
-    subprocesses it waits on)."""
-    t0 = time.perf_counter()
-    got = _check(verifier, batch, extra)
-    return got, time.perf_counter() - t0
-
-
-def _first_error(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        loc, msg = first_problem(e)
-        return f"{loc}: {msg}"
-    return str(e)
 
 
 def _why_climb(trials: list[Trial], chosen: Trial | None, threshold: float, verified: bool) -> str:

@@ -18,7 +18,7 @@ from tinyfleet_core.models import Budget, Plan, Step
 from tinyfleet_core.refs import resolve_references, step_inputs_with_task_inputs
 from workers.registry import SkillRegistry, validate_payload
 
-__all__ = ["validate_plan", "references", "resolve_inputs", "has_refs", "split_ref", "topological_order"]
+__all__ = ["validate_plan", "references", "dependencies", "resolve_inputs", "has_refs", "split_ref", "topological_order"]
 
 
 def split_ref(ref: str) -> tuple[str, list[str]]:
@@ -54,8 +54,9 @@ def has_refs(step: Step) -> bool:
     return bool(references(step))
 
 
-def _deps(step: Step) -> set[str]:
-    return set(references(step)) | set(step.after)
+def dependencies(step: Step) -> list[str]:
+    """Step ids ``step`` waits for: those it reads through ``$ref``, then its ``after`` edges; each once."""
+    return list(dict.fromkeys([*references(step), *step.after]))
 
 
 def topological_order(plan: Plan) -> list[str]:
@@ -64,7 +65,7 @@ def topological_order(plan: Plan) -> list[str]:
     naming the cycle when there is one."""
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for s in plan.steps:
-        sorter.add(s.id, *sorted(_deps(s)))
+        sorter.add(s.id, *sorted(dependencies(s)))
     try:
         return list(sorter.static_order())
     except graphlib.CycleError as e:
