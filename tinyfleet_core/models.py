@@ -78,21 +78,21 @@ class Budget(_Strict):
     """Limits of one run. ``None`` means unlimited. When one runs out the run stops as
     ``partial`` and the report names the budget."""
 
-    max_large_calls: int | None = Field(default=None, ge=0)
-    max_tokens: int | None = Field(default=None, ge=0)
-    max_cost_usd: float | None = Field(default=None, ge=0)
-    deadline_s: float | None = Field(default=None, gt=0)
-    max_steps: int = Field(default=100_000, ge=1)
+    max_large_calls: int | None = Field(default=None, ge=0, description="planner calls plus escalations to the large model")
+    max_tokens: int | None = Field(default=None, ge=0, description="LLM tokens, in plus out")
+    max_cost_usd: float | None = Field(default=None, ge=0, description="LLM dollars")
+    deadline_s: float | None = Field(default=None, gt=0, description="wall-clock seconds for the run")
+    max_steps: int = Field(default=100_000, ge=1, description="steps a plan may hold")
 
 
 class Task(_Strict):
     """What a user asks. ``goal`` or ``skill`` may be omitted when the other says enough."""
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    goal: str = ""
-    skill: str | None = None
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    budget: Budget = Field(default_factory=Budget)
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12], description="names the run's journal file; 1-64 of A-Z a-z 0-9 . _ -")
+    goal: str = Field(default="", description="what is asked, in words (for the planner)")
+    skill: str | None = Field(default=None, description="the skill, when the user already knows it")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="the task's data; {\"items\": [...]} is a batch, one step per item")
+    budget: Budget = Field(default_factory=Budget, description="limits of the run")
 
     @field_validator("id")
     @classmethod
@@ -118,23 +118,26 @@ class Task(_Strict):
 class Strategy(_Strict):
     """How a step is attempted: particles per tier, how to pick among them, when to climb."""
 
-    particles: int = Field(default=1, ge=1, le=64)
-    select: SelectRule = "first_verified"
+    particles: int = Field(default=1, ge=1, le=64, description="attempts per tier (for stochastic tiers)")
+    select: SelectRule = Field(default="first_verified", description="how to pick among particles")
     max_depth: int | None = Field(default=None, ge=1, description="recursion / supervision steps cap")
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="min confidence when unverifiable")
-    start_tier: str | None = None
+    start_tier: str | None = Field(default=None, description="skip the ladder's tiers below this one")
     retries: int = Field(default=1, ge=0, le=5, description="re-tries of a tier whose worker errored")
 
 
 class Step(_Strict):
     """One node of a plan's DAG."""
 
-    id: str
-    skill: str
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    after: list[str] = Field(default_factory=list)
-    strategy: Strategy = Field(default_factory=Strategy)
-    verify: bool | str = True
+    id: str = Field(description="unique in the plan; letters, digits, '_', '-'")
+    skill: str = Field(description="a registered skill name")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description='literals, {"$ref": "step"} / {"$ref": "step.field"} or {"$input": "key.sub"}',
+    )
+    after: list[str] = Field(default_factory=list, description="extra ordering edges: step ids that must finish first")
+    strategy: Strategy = Field(default_factory=Strategy, description="how the step is attempted")
+    verify: bool | str = Field(default=True, description="verify answers; or the skill's verifier name")
 
     @field_validator("id")
     @classmethod
@@ -149,8 +152,8 @@ class Step(_Strict):
 class Plan(_Strict):
     """A DAG of steps plus the reference(s) that answer the task."""
 
-    steps: list[Step]
-    output: str | list[str]
+    steps: list[Step] = Field(description="the DAG's nodes")
+    output: str | list[str] = Field(description="the step id(s) whose output answers the task")
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -164,14 +167,14 @@ class Cost(_Strict):
     verification (``verifier_s``: every verifier call on this thing's answers, inline in
     the driver, in a thread or on a verifier pool)."""
 
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    worker_s: float = 0.0
-    verifier_s: float = 0.0
-    particles: int = 0
-    recursion_steps: int = 0
-    large_calls: int = 0
+    tokens_in: int = Field(default=0, description="LLM prompt tokens")
+    tokens_out: int = Field(default=0, description="LLM completion tokens")
+    cost_usd: float = Field(default=0.0, description="LLM dollars (tokens and per-call prices)")
+    worker_s: float = Field(default=0.0, description="seconds a worker spent answering")
+    verifier_s: float = Field(default=0.0, description="seconds spent verifying")
+    particles: int = Field(default=0, description="attempts made")
+    recursion_steps: int = Field(default=0, description="supervision steps of a recursive model")
+    large_calls: int = Field(default=0, description="calls to the large model")
 
     def __add__(self, other: Cost) -> Cost:
         return Cost(
@@ -189,51 +192,51 @@ class Cost(_Strict):
 class Attempt(_Strict):
     """One worker's answer to one step (one particle). ``output`` is None when it gave up."""
 
-    output: dict[str, Any] | None
-    confidence: float = Field(ge=0.0, le=1.0)
-    worker: str
-    tier: str = ""
-    particle: int = 0
-    cost: Cost = Field(default_factory=Cost)
-    error: str | None = None
-    info: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] | None = Field(description="the answer, as the skill's output payload; None when the worker gave up")
+    confidence: float = Field(ge=0.0, le=1.0, description="the worker's confidence (TRM/HRM: the halting head's sigmoid)")
+    worker: str = Field(description="the worker (pool) that answered")
+    tier: str = Field(default="", description="the ladder tier it answered for")
+    particle: int = Field(default=0, description="which particle (0 = the un-augmented input)")
+    cost: Cost = Field(default_factory=Cost, description="what this attempt cost")
+    error: str | None = Field(default=None, description="why there is no output (the worker's error)")
+    info: dict[str, Any] = Field(default_factory=dict, description="worker-specific extras (e.g. resends, wait_s)")
 
 
 class Verdict(_Strict):
     """A verifier's ruling on one attempt. ``judgement`` marks an opinion (LLM judge), not a proof."""
 
-    ok: bool
-    reason: str = ""
-    score: float | None = None
-    verifier: str = ""
-    judgement: bool = False
-    details: dict[str, Any] = Field(default_factory=dict)
+    ok: bool = Field(description="the answer holds")
+    reason: str = Field(default="", description="why, in one line")
+    score: float | None = Field(default=None, description="a verifier-specific score (e.g. a judge's confidence)")
+    verifier: str = Field(default="", description="the verifier's name")
+    judgement: bool = Field(default=False, description="an opinion (LLM judge), not a proof")
+    details: dict[str, Any] = Field(default_factory=dict, description="verifier-specific detail (e.g. every test of code.tests)")
 
 
 class Trial(_Strict):
     """An attempt together with its verdict (None when the step has no verifier)."""
 
-    attempt: Attempt
-    verdict: Verdict | None = None
+    attempt: Attempt = Field(description="the answer; its tier is attempt.tier")
+    verdict: Verdict | None = Field(default=None, description="the verifier's ruling; None without a verifier")
 
 
 class StepResult(_Strict):
     """Final state of a step."""
 
-    step_id: str
-    skill: str
-    status: StepStatus
-    output: dict[str, Any] | None = None
-    trials: list[Trial] = Field(default_factory=list)
-    escalated: bool = False
-    tier: str | None = None
-    tiers_tried: list[str] = Field(default_factory=list)
-    cost: Cost = Field(default_factory=Cost)
-    resends: int = 0
-    error: str | None = None
-    started_at: float = 0.0
-    finished_at: float = 0.0
-    resumed: bool = False
+    step_id: str = Field(description="the plan step's id")
+    skill: str = Field(description="the step's skill")
+    status: StepStatus = Field(description="verified, accepted (confident, no verifier), failed or skipped")
+    output: dict[str, Any] | None = Field(default=None, description="the settled answer; None unless verified or accepted")
+    trials: list[Trial] = Field(default_factory=list, description="every attempt of every tier tried, with its verdict")
+    escalated: bool = Field(default=False, description="the step climbed above its first tier")
+    tier: str | None = Field(default=None, description="the tier that settled it")
+    tiers_tried: list[str] = Field(default_factory=list, description="the tiers it ran, in order")
+    cost: Cost = Field(default_factory=Cost, description="what the step cost, every tier together")
+    resends: int = Field(default=0, description="batches re-sent after an actor died")
+    error: str | None = Field(default=None, description="why it failed or was skipped")
+    started_at: float = Field(default=0.0, description="Unix time the step started")
+    finished_at: float = Field(default=0.0, description="Unix time the step finished")
+    resumed: bool = Field(default=False, description="taken from a journal, not run again")
 
     @property
     def settled(self) -> bool:
@@ -266,53 +269,55 @@ class Totals(_Strict):
     (the cost per thought).
     """
 
-    steps: int = 0
-    verified: int = 0
-    accepted: int = 0
-    failed: int = 0
-    skipped: int = 0
-    resumed: int = 0
-    escalated: int = 0
-    per_tier: dict[str, int] = Field(default_factory=dict)
-    large_model_calls: int = 0
-    planner_calls: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    worker_seconds: float = 0.0
-    verifier_seconds: float = 0.0
-    driver_seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    cpu_cost_usd: float = 0.0
-    total_cost_usd: float = 0.0
-    particles: int = 0
-    resends: int = 0
-    wall_s: float = 0.0
-    cost_per_step_usd: float = 0.0
-    worker_seconds_per_step: float = 0.0
+    steps: int = Field(default=0, description="steps in the run")
+    verified: int = Field(default=0, description="steps settled on a verified answer")
+    accepted: int = Field(default=0, description="steps settled on a confident answer (no verifier)")
+    failed: int = Field(default=0, description="steps no tier answered well enough")
+    skipped: int = Field(default=0, description="steps that never ran (a dependency failed, a budget ran out)")
+    resumed: int = Field(default=0, description="steps taken from a journal")
+    escalated: int = Field(default=0, description="steps that climbed above their first tier (not escalation events)")
+    per_tier: dict[str, int] = Field(default_factory=dict, description="settled steps per tier")
+    large_model_calls: int = Field(default=0, description="calls to the large model for steps (escalations and their backtests)")
+    planner_calls: int = Field(default=0, description="calls the planner made to plan and replan")
+    tokens_in: int = Field(default=0, description="LLM prompt tokens, planner included")
+    tokens_out: int = Field(default=0, description="LLM completion tokens, planner included")
+    cost_usd: float = Field(default=0.0, description="LLM dollars, planner included")
+    worker_seconds: float = Field(default=0.0, description="seconds workers spent on this run's jobs")
+    verifier_seconds: float = Field(default=0.0, description="seconds of verification")
+    driver_seconds: float = Field(default=0.0, description="CPU seconds of the driver's event-loop thread")
+    cpu_seconds: float = Field(default=0.0, description="worker + verifier + driver seconds")
+    cpu_cost_usd: float = Field(default=0.0, description="cpu_seconds priced at the price table's CPU core-hour")
+    total_cost_usd: float = Field(default=0.0, description="cost_usd + cpu_cost_usd")
+    particles: int = Field(default=0, description="attempts made by workers")
+    resends: int = Field(default=0, description="batches re-sent after an actor died")
+    wall_s: float = Field(default=0.0, description="wall-clock seconds of the run")
+    cost_per_step_usd: float = Field(default=0.0, description="total_cost_usd per step: the cost per thought")
+    worker_seconds_per_step: float = Field(default=0.0, description="worker_seconds per step")
 
 
 class RunReport(_Strict):
     """What ``Fleet.run`` returns and ``tinyfleet run --json`` prints."""
 
-    task_id: str
-    status: RunStatus
-    output: Any = None
-    steps: list[StepResult] = Field(default_factory=list)
-    totals: Totals = Field(default_factory=Totals)
-    stopped_by: str | None = None
-    error: str | None = None
-    planner: str = ""
-    executor: str = ""
-    journal: str | None = None
+    task_id: str = Field(description="the task's id")
+    status: RunStatus = Field(description="succeeded (every step settled), failed, or partial (a budget stopped it)")
+    output: Any = Field(default=None, description="the plan output's answer (a list for a batch or several outputs)")
+    steps: list[StepResult] = Field(default_factory=list, description="every step, in plan order")
+    totals: Totals = Field(default_factory=Totals, description="the run's counts, tokens, dollars and seconds")
+    stopped_by: str | None = Field(default=None, description="the budget that stopped the run (e.g. deadline_s)")
+    error: str | None = Field(default=None, description="why the run failed, in one line")
+    planner: str = Field(default="", description="the planner's name")
+    executor: str = Field(default="", description="ray or local")
+    journal: str | None = Field(default=None, description="the journal file, when there is one")
 
 
 class Event(_Strict):
     """One thing that happened during a run, as yielded by ``Fleet.stream``."""
 
-    kind: EventKind
-    run_id: str
-    step_id: str | None = None
-    tier: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-    ts: float = Field(default_factory=time.time)
+    kind: EventKind = Field(description="what happened")
+    run_id: str = Field(description="the run it belongs to")
+    step_id: str | None = Field(default=None, description="the step, for step events")
+    tier: str | None = Field(default=None, description="the tier, for tier events")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="kind-specific detail (an escalation's from_tier and reason, a verdict's ok and reason ...)"
+    )
+    ts: float = Field(default_factory=time.time, description="Unix time")
