@@ -11,6 +11,7 @@ nothing imports; they may reach up (``python -m orchestrator`` runs the CLI).
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("nn models", ["workers.models"]),
     (
         "serving",
-        ["workers.serving", "workers.llm", "workers.sandbox", "workers.code", "workers._sandbox_child", "workers.builtin", "workers.checkpoints"],
+        ["workers.serving", "workers.llm", "workers.sandbox", "workers.code", "workers.builtin", "workers.checkpoints"],
     ),
     ("training", ["workers.training", "workers.humaneval_check"]),
     ("planners", ["planners"]),
@@ -210,3 +211,53 @@ def test_the_scan_catches_an_added_upward_import(module: str, added: str, expect
         if layer_of(t) > here
     ]
     assert any(expect in line for line in reported), reported
+
+
+SANDBOX_CHILD = ROOT / "workers" / "sandbox" / "_child.py"
+
+
+def sandbox_child_problems(override: dict[str, str] | None = None) -> tuple[set[str], list[str]]:
+    """The files the sandbox's child loads, and every import among them (module level or inside
+    a function) that is neither the standard library nor a sibling file it loads by name."""
+    folder = SANDBOX_CHILD.parent
+    seen: set[str] = set()
+    todo, problems = [SANDBOX_CHILD.stem], []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        source = (override or {}).get(name) or (folder / f"{name}.py").read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                problems.append(f"{name}.py: a relative import (it would import the package)")
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                targets = [node.module or ""]
+            else:
+                continue
+            for target in targets:
+                top = target.split(".")[0]
+                if (folder / f"{top}.py").is_file():
+                    todo.append(top)
+                elif top not in sys.stdlib_module_names:
+                    problems.append(f"{name}.py imports {target}")
+    return seen, problems
+
+
+def test_the_sandbox_child_loads_only_the_stdlib_and_its_siblings() -> None:
+    """The sandboxed interpreter runs ``workers/sandbox/_child.py`` as a file (``-I -S``): it and
+    the siblings it imports by file name use the standard library only, never the ``workers``
+    package or anything installed; and no file beside it shadows a standard-library module
+    while that folder is on ``sys.path``."""
+    seen, problems = sandbox_child_problems()
+    assert problems == []
+    assert {"_child", "_isolation", "_roles", "codec", "seccomp"} <= seen
+    shadows = sorted(p.stem for p in SANDBOX_CHILD.parent.glob("*.py") if p.stem in sys.stdlib_module_names)
+    assert shadows == [], f"rename these sandbox files, they shadow stdlib modules in the child: {shadows}"
+    # the check itself can fail: a package import added inside a child-side function is reported
+    roles = (SANDBOX_CHILD.parent / "_roles.py").read_text()
+    _, added = sandbox_child_problems({"_roles": roles + "\n\ndef f() -> None:\n    from workers.sandbox import limits\n"})
+    assert added == ["_roles.py imports workers.sandbox"]

@@ -515,7 +515,7 @@ def test_without_namespaces_or_seccomp_the_sandbox_refuses(tmp_path: Path) -> No
     script = tmp_path / "refuse.py"
     script.write_text(textwrap.dedent("""
         import json
-        from workers import sandbox_seccomp
+        from workers.sandbox import seccomp as sandbox_seccomp
         from workers.sandbox import SandboxUnavailable, root_plan, run_tests
         root_plan()  # found with ldd before the filter goes on
         # the sandbox's own list plus what spawning its children needs, and still no unshare

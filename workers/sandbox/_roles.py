@@ -1,29 +1,12 @@
-"""The process side of the code sandbox (see ``workers/sandbox.py`` and the README, section
-"Verifiers and the code sandbox").
+"""The two roles of a sandboxed process, once it is sealed (step 6 of ``_child.py``).
 
-Run as ``python -I -S -B _sandbox_child.py`` by :func:`workers.sandbox.run_tests`, twice per
-verification: once as the **candidate** (loads the candidate's code, then only answers calls)
-and once as the **judge** (runs the tests, which call the candidate's functions through the
-plain-data channel of ``sandbox_codec.py``, and reports each outcome to the parent). The two
-never share a process, a PID namespace or a filesystem; the candidate holds neither the
-judge's result pipe nor any way to name the judge.
+The **candidate** loads the candidate's code, then only answers calls; nothing it says is a
+verdict. The **judge** runs the tests, whose references to the candidate's functions are
+proxies that cross the plain-data channel (``codec.py``), and reports each outcome to the
+parent on the result pipe, which the candidate never holds.
 
-Order of events in each, all before any untrusted byte runs (any layer that fails ends the
-process with exit status 71 and one line on stderr: the parent then refuses the run):
-
-1. read the JSON config on stdin and close it;
-2. ``unshare`` new mount, PID, network, IPC and UTS namespaces (plus a user namespace when not
-   root); fork: the first process (the *relay*) tells the parent the PID of the second, waits
-   for the parent's go, then waits for it and reports how it ended; the second is PID 1 of the
-   new PID namespace and dies with the relay (``PR_SET_PDEATHSIG``);
-3. a new root: a small tmpfs holding bind mounts of the interpreter's own files (the stdlib
-   without site-packages, the shared libraries it links) and ``/work`` (a size-capped tmpfs,
-   ``noexec,nosuid,nodev``); ``pivot_root`` into it, detach the old root, make every mount
-   read-only except ``/work``. No ``/proc``, ``/dev``, ``/tmp``, ``/run`` or home directory;
-4. drop every capability, set ``no_new_privs``, rlimits (CPU, address space, file size, open
-   files, core dumps; processes inside a user namespace);
-5. the seccomp allowlist of ``sandbox_seccomp.py``;
-6. the role's work.
+Child side: imported by ``_child.py`` by file name (the top-level module ``_roles``) in the
+sandboxed interpreter, so it imports only the standard library and its sibling ``codec``.
 """
 
 from __future__ import annotations
@@ -32,177 +15,13 @@ import builtins
 import errno
 import json
 import os
-import resource
-import signal
 import sys
 import types
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sandbox_codec as codec
-import sandbox_seccomp
+import codec
 
-del sys.path[0]
-
-_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-_CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
-_MNT_DETACH = 2
-_SYS_PIVOT_ROOT, _SYS_MOUNT_SETATTR, _SYS_CAPSET = 155, 442, 126
-_AT_FDCWD, _AT_RECURSIVE = -100, 0x8000
-_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
-_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP = 1, 24
-_SETUP_FAILED = 71
 _EXCERPT = 800
-
-
-class SetupError(OSError):
-    """A layer of the sandbox could not be applied; the process ends with status 71."""
-
-
-# --- isolation ----------------------------------------------------------------------------
-
-
-def _libc():  # type: ignore[no-untyped-def]
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return ctypes, libc
-
-
-def _check(ctypes, rc: int, what: str) -> None:  # type: ignore[no-untyped-def]
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise SetupError(err, f"{what}: {os.strerror(err)}")
-
-
-def _unshare() -> None:
-    ctypes, libc = _libc()
-    uid, gid = os.geteuid(), os.getegid()
-    flags = _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS
-    if uid != 0:
-        flags |= _CLONE_NEWUSER
-    _check(ctypes, libc.unshare(flags), "unshare(mount, pid, net, ipc, uts" + (", user)" if uid else ")"))
-    if uid != 0:
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"0 {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"0 {gid} 1")
-    _check(ctypes, libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make mounts private")
-
-
-def _mount_setattr(ctypes, libc, path: bytes, flags: int, attr_set: int, attr_clr: int) -> None:  # type: ignore[no-untyped-def]
-    class MountAttr(ctypes.Structure):  # type: ignore[name-defined,misc]
-        _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
-
-    attr = MountAttr(attr_set, attr_clr, 0, 0)
-    rc = libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, path, flags, ctypes.byref(attr), ctypes.sizeof(attr))
-    _check(ctypes, int(rc), f"mount_setattr({path.decode()})")
-
-
-def _new_root(root: str, plan: list[list[str]], disk_bytes: int) -> None:
-    """Build the new root on a tmpfs at ``root``, pivot into it and seal it."""
-    ctypes, libc = _libc()
-    r = os.fsencode(root)
-    _check(ctypes, libc.mount(b"tmpfs", r, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,nr_inodes=4096,mode=0755"), "mount the new root")
-    for op in plan:
-        kind, path = op[0], op[1]
-        inside = root + path
-        if kind == "dir":
-            os.makedirs(inside, mode=0o755, exist_ok=True)
-        elif kind == "link":
-            os.symlink(op[2], inside)
-        elif kind == "file":
-            os.close(os.open(inside, os.O_CREAT | os.O_WRONLY, 0o644))
-            _check(ctypes, libc.mount(os.fsencode(path), os.fsencode(inside), None, _MS_BIND, None), f"bind {path}")
-        elif kind == "tree":
-            os.makedirs(inside, mode=0o755, exist_ok=True)
-            _check(ctypes, libc.mount(os.fsencode(path), os.fsencode(inside), None, _MS_BIND | _MS_REC, None), f"bind {path}")
-        elif kind == "hide":
-            _check(ctypes, libc.mount(b"tmpfs", os.fsencode(inside), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                                      b"size=4k,nr_inodes=2,mode=0555"), f"hide {path}")
-    os.mkdir(root + "/work", 0o700)
-    opts = f"size={disk_bytes},nr_inodes=4096,mode=0700".encode()
-    _check(ctypes, libc.mount(b"tmpfs", r + b"/work", b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, opts), "mount /work")
-    os.chdir(root)
-    _check(ctypes, int(libc.syscall(_SYS_PIVOT_ROOT, b".", b".")), "pivot_root")
-    _check(ctypes, libc.umount2(b".", _MNT_DETACH), "detach the old root")
-    os.chdir("/")
-    _mount_setattr(ctypes, libc, b"/", _AT_RECURSIVE, _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0)
-    _mount_setattr(ctypes, libc, b"/work", 0, 0, _MOUNT_ATTR_RDONLY)
-    os.chdir("/work")
-
-
-def _drop_capabilities() -> None:
-    ctypes, libc = _libc()
-    for cap in range(64):
-        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            break  # past the last capability this kernel knows
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2 words: all zero
-    _check(ctypes, int(libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data))), "drop capabilities")
-
-
-def _set_limits(limits: dict[str, int], in_userns: bool) -> None:
-    cpu = limits["cpu_s"]
-    # PID 1 of a namespace ignores SIGXCPU, so the hard limit (SIGKILL) is the one that bites.
-    caps = {
-        resource.RLIMIT_CPU: (cpu, cpu),
-        resource.RLIMIT_AS: (limits["memory_bytes"],) * 2,
-        resource.RLIMIT_FSIZE: (limits["file_bytes"],) * 2,
-        resource.RLIMIT_NOFILE: (limits["open_files"],) * 2,
-        resource.RLIMIT_CORE: (0, 0),
-    }
-    if in_userns:  # the kernel exempts uid 0 of the host from RLIMIT_NPROC
-        caps[resource.RLIMIT_NPROC] = (limits["processes"],) * 2
-    for which, pair in caps.items():
-        resource.setrlimit(which, pair)
-
-
-def _relay(pid: int, status_fd: int, ctl_fd: int) -> None:
-    """The first process: name PID 1 to the parent, wait for its go (it now holds a pidfd, so
-    the PID cannot be reused under it), then reap PID 1 and report how it ended."""
-    os.write(status_fd, f"P {pid}\n".encode())
-    go = os.read(ctl_fd, 1)
-    if go != b"1":  # the parent is gone or refused: end the namespace now
-        os.kill(pid, signal.SIGKILL)
-    while True:
-        try:
-            _, status, usage = os.wait4(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    cpu = usage.ru_utime + usage.ru_stime
-    if os.WIFSIGNALED(status):
-        os.write(status_fd, f"X signal {os.WTERMSIG(status)} {cpu:.3f}\n".encode())
-    else:
-        os.write(status_fd, f"X exit {os.WEXITSTATUS(status)} {cpu:.3f}\n".encode())
-    os._exit(0)
-
-
-def _isolate(cfg: dict[str, Any]) -> None:
-    """Every layer, in order; SetupError when one cannot be applied."""
-    ctypes, libc = _libc()
-    fds = cfg["fds"]
-    _check(ctypes, libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
-    _unshare()
-    pid = os.fork()
-    if pid != 0:
-        for name, fd in fds.items():
-            if name not in ("status", "ctl"):
-                os.close(fd)
-        _relay(pid, fds["status"], fds["ctl"])
-    _check(ctypes, libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
-    os.close(fds.pop("status"))
-    os.close(fds.pop("ctl"))
-    _new_root(cfg["root"], cfg["plan"], cfg["limits"]["disk_bytes"])
-    _drop_capabilities()
-    _set_limits(cfg["limits"], in_userns=os.geteuid() != 0 or cfg.get("userns", False))
-    if cfg["seccomp"]:
-        sandbox_seccomp.install()
 
 
 # --- the candidate ------------------------------------------------------------------------
@@ -224,7 +43,7 @@ def _describe(e: BaseException, filename: str) -> tuple[str, str, int]:
     return str(kind)[:100], msg, line
 
 
-def _candidate(cfg: dict[str, Any]) -> None:
+def candidate(cfg: dict[str, Any]) -> None:
     """Load the code, then answer calls until the channel closes. Nothing said here is a
     verdict: the judge decodes every answer as plain data and decides by itself."""
     req, resp = cfg["fds"]["req"], cfg["fds"]["resp"]
@@ -403,7 +222,7 @@ def _kind(e: BaseException, link: _Link) -> str:
     return "fail"
 
 
-def _judge(cfg: dict[str, Any]) -> None:
+def judge(cfg: dict[str, Any]) -> None:
     fds = cfg["fds"]
     out = fds["result"]
     link = _Link(fds["req"], fds["resp"])
@@ -490,35 +309,3 @@ def _judge(cfg: dict[str, Any]) -> None:
                 outcome(index, e)
         index += 1
     send(k="done", n=index)
-
-
-def main() -> None:
-    cfg = json.loads(sys.stdin.buffer.read())
-    sys.stdin.close()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    try:
-        _isolate(cfg)
-    except (OSError, ValueError) as e:
-        os.write(2, f"sandbox setup failed: {e}\n".encode())
-        os._exit(_SETUP_FAILED)
-    if cfg["role"] == "candidate":
-        _candidate(cfg)
-    else:
-        _judge(cfg)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # the code closed or broke its own stdout; nothing to keep
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    _write, _exit = os.write, os._exit
-    try:
-        main()
-    except BaseException as e:  # noqa: BLE001 - the process boundary: report, then exit non-zero
-        _write(2, f"sandbox harness failed: {type(e).__name__}: {str(e)[:200]}\n".encode())
-        _exit(70)

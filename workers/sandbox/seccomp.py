@@ -10,9 +10,10 @@ few terminal/fd queries. Everything else, among it every socket call, ``fork``/`
 ``io_uring``, ``memfd_create``, ``open_by_handle_at``, ``keyctl``, ``perf_event_open``, ``prctl``
 and ``seccomp`` itself, fails with ``EPERM``.
 
-This file is imported by the sandbox harness before it seals itself (``python -I -S``), so it
-must import nothing outside the standard library. Only x86_64 has a table; on other machines
-:func:`install` raises OSError and the sandbox refuses to run (see ``workers/sandbox.py``).
+This file is imported by the sandbox harness (``_child.py``, by file name, as the top-level
+module ``seccomp``) before it seals itself (``python -I -S``), so it must import nothing outside
+the standard library and nothing of this package. Only x86_64 has a table; on other machines
+:func:`install` raises OSError and the sandbox refuses to run (see ``launch.py``).
 """
 
 from __future__ import annotations

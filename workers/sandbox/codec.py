@@ -11,8 +11,9 @@ runs on the receiving side. Frames are a 4-byte big-endian length and the JSON t
 over :data:`MAX_FRAME` bytes, nesting deeper than :data:`MAX_DEPTH`, or anything that is not
 this format is a :class:`ChannelError`.
 
-This file is imported by the sandbox harness before it seals itself (``python -I -S``), so it
-must import nothing outside the standard library.
+This file is imported by the sandbox harness (``_child.py``, by file name, as the top-level
+module ``codec``) before it seals itself (``python -I -S``), so it must import nothing outside
+the standard library and nothing of this package.
 """
 
 from __future__ import annotations
