@@ -1,0 +1,64 @@
+"""Heavy libraries load only where they are used (issue 23): importing the SDK and the built-in
+skills, or running a sudoku-only task, loads neither scipy nor statsmodels; only forecasting
+(statsmodels' Holt-Winters) or generating synthetic series (scipy's filter) does. Each check is a
+fresh interpreter, since this test process may have imported them already."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYFLEET_")}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd, env=env,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_importing_the_sdk_and_builtin_skills_loads_neither_scipy_nor_statsmodels() -> None:
+    line = _python("import tinyfleet, workers.builtin, sys; print('scipy' in sys.modules, 'statsmodels' in sys.modules)", ROOT)
+    assert line == "False False"
+
+
+def test_a_sudoku_only_run_loads_neither_scipy_nor_statsmodels(tmp_path: Path) -> None:
+    line = _python(
+        """
+        import random, sys
+        from tinyfleet import Fleet, Task
+        from workers.kits import sudoku
+        fleet = Fleet(executor="local")
+        report = fleet.run_sync(Task(skill="sudoku.solve", inputs={"puzzle": sudoku.generate(4, random.Random(0))[0]}))
+        fleet.close_sync()
+        print(report.status, "scipy" in sys.modules, "statsmodels" in sys.modules)
+        """,
+        tmp_path,
+    )
+    assert line == "succeeded False False"
+
+
+def test_the_series_kit_still_loads_them_where_they_are_used() -> None:
+    """The other side: the lazy imports are real imports, reached by the functions that need them."""
+    line = _python(
+        """
+        import sys
+        import numpy as np
+        from workers.kits import series
+        before = ("scipy" in sys.modules, "statsmodels" in sys.modules)
+        for seed in range(100):  # the AR(1) branch (scipy's filter) is drawn for some seeds only
+            s = series.generate_series(np.random.default_rng(seed), 120)
+            if "scipy" in sys.modules:
+                break
+        mean, lo, hi = series.classical_forecast(s.values, 6, 1)
+        print(before, "scipy" in sys.modules, "statsmodels" in sys.modules, len(mean))
+        """,
+        ROOT,
+    )
+    assert line == "(False, False) True True 6"
