@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -22,7 +23,7 @@ from tinyfleet_core.errors import ConfigError, WorkerError
 from tinyfleet_core.models import Attempt
 from workers.base import Job, PoolOptions, Worker
 
-__all__ = ["Executor", "PoolSpec", "LocalExecutor", "run_worker_batch", "ExecutorStats"]
+__all__ = ["Executor", "ExecutorEvent", "PoolSpec", "LocalExecutor", "run_worker_batch", "ExecutorStats"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,23 @@ class PoolSpec:
     name: str
     worker: Callable[[], Worker]
     options: PoolOptions = field(default_factory=PoolOptions)
+
+
+ExecutorEventKind = Literal["connecting", "connected", "pool_starting", "pool_ready"]
+
+
+@dataclass(frozen=True)
+class ExecutorEvent:
+    """Something an executor did outside any step: connecting to Ray, starting a pool.
+    ``seconds``: how long it took (for the ``connected`` / ``pool_ready`` kinds)."""
+
+    kind: ExecutorEventKind
+    message: str
+    pool: str | None = None
+    seconds: float = 0.0
+
+
+Listener = Callable[[ExecutorEvent], None]
 
 
 @dataclass
@@ -77,6 +95,20 @@ class Executor(ABC):
 
     def __init__(self) -> None:
         self.stats = ExecutorStats()
+        self.listeners: list[Listener] = []
+
+    async def start(self) -> None:
+        """Connect to where the pools will run (idempotent); a Fleet calls it before planning,
+        so a bad address fails at once. The local executor has nothing to connect to."""
+        return None
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with every :class:`ExecutorEvent` (pool start-up, Ray connection)."""
+        self.listeners.append(listener)
+
+    def _notify(self, kind: ExecutorEventKind, message: str, pool: str | None = None, seconds: float = 0.0) -> None:
+        for listener in self.listeners:
+            listener(ExecutorEvent(kind, message, pool, seconds))
 
     @abstractmethod
     async def ensure_pool(self, spec: PoolSpec) -> None:
@@ -155,7 +187,10 @@ class LocalExecutor(Executor):
             self._lock = asyncio.Lock()
         async with self._lock:  # concurrent runs share one pool per worker kind
             if spec.name not in self._pools:
+                t0 = time.monotonic()
+                self._notify("pool_starting", f"starting pool {spec.name}", spec.name)
                 self._pools[spec.name] = await asyncio.to_thread(_LocalPool, spec, self.stats)
+                self._notify("pool_ready", f"pool {spec.name} ready", spec.name, time.monotonic() - t0)
 
     async def submit(self, pool: str, job: Job) -> Attempt:
         try:

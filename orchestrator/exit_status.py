@@ -1,10 +1,15 @@
 """The exit-status contract that every tinyfleet command line shares (tinyfleet and the example
-agents): 0 ok, 1 the run failed, 2 bad input or usage (one line, no traceback), 130 interrupted."""
+agents): 0 ok, 1 the run failed, 2 bad input or usage (one line, no traceback), 130 interrupted
+(Ctrl-C, SIGINT), 143 terminated (SIGTERM). An interrupted run stops at once: the steps it
+finished are in its journal, and one line on stderr says where and how to continue."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 
 from tinyfleet_core.errors import (
     ConfigError,
@@ -14,17 +19,52 @@ from tinyfleet_core.errors import (
     TinyfleetError,
 )
 
-__all__ = ["run_guarded"]
+__all__ = ["run_guarded", "note_journal"]
 
 
 class _UsageError(Exception):
     pass
 
 
+_state: dict[str, object] = {"signal": None, "journals": []}
+
+
+def note_journal(path: object) -> None:
+    """Name a journal the running command writes, for the line an interrupt prints."""
+    journals = _state["journals"]
+    assert isinstance(journals, list)
+    journals.append(str(path))
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM stops the run the way Ctrl-C does: KeyboardInterrupt unwinds the run (its finally
+    # blocks close the journal and the pools; asyncio.run cancels the steps still running).
+    # Raised here rather than re-sent as SIGINT, which a background process may ignore.
+    _state["signal"] = signal.SIGTERM
+    raise KeyboardInterrupt
+
+
+def _install_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _interrupted_line(prog: str) -> tuple[str, int]:
+    term = _state["signal"] == signal.SIGTERM
+    journals = _state["journals"]
+    assert isinstance(journals, list)
+    where = ""
+    if journals:
+        last = journals[-1]
+        where = f"; finished steps are in the journal {last} (continue with: tinyfleet run --resume {last})"
+    return f"{prog}: {'terminated (SIGTERM)' if term else 'interrupted'}: the run stopped{where}", 143 if term else 130
+
+
 def run_guarded(prog: str, command: Callable[[], int]) -> int:
     """Run a command body under the exit-status contract shared by every tinyfleet command
     line: bad input or usage -> 2 with one line naming the problem, any other tinyfleet error
-    -> 1, interrupted -> 130; never a traceback for a typed error."""
+    -> 1, interrupted -> 130 (SIGTERM: 143); never a traceback for a typed error."""
+    _install_signals()
     try:
         return command()
     except _UsageError as e:
@@ -40,5 +80,6 @@ def run_guarded(prog: str, command: Callable[[], int]) -> int:
         print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        line, code = _interrupted_line(prog)
+        print(line, file=sys.stderr)
+        return code

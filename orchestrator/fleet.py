@@ -182,6 +182,7 @@ class Fleet:
         elif self.budget is not None and task.budget == Budget():
             task = task.model_copy(update={"budget": self.budget})
         tracker = BudgetTracker(task.budget, started)
+        await self.executor.start()  # a bad or unreachable Ray address fails here, before planning
         if plan is None:
             planned = await self.planner.plan(task, self.registry)
             plan, planner_cost = planned.plan, planned.cost

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from typing import TextIO
 
+from orchestrator.executor import ExecutorEvent
 from tinyfleet_core.models import Event, RunReport
 
 __all__ = ["Progress", "summary"]
@@ -26,6 +27,13 @@ class Progress:
         self.escalations = 0
         self.started = time.monotonic()
         self._last_draw = 0.0
+
+    def executor_event(self, ev: ExecutorEvent) -> None:
+        """Executor start-up (Ray connection, pools) as it happens, before any step."""
+        if ev.kind == "connected" or ev.kind == "connecting":
+            self._line(ev.message, force=True)
+        elif ev.kind == "pool_starting":
+            self._line(ev.message, force=True)
 
     def __call__(self, ev: Event) -> None:
         if ev.kind == "plan_ready":

@@ -14,20 +14,32 @@ WorkerError / WorkerUnavailable only. Re-sends are counted per item in ``Attempt
 Placement: a pool's ``num_cpus``/``num_gpus``/``resources`` become actor options. A GPU pool
 on a cluster with no GPU falls back to CPU with one warning. On a local Ray started by this
 executor, pools run unreserved (``num_cpus=0``): with one node and no autoscaler a CPU
-reservation cannot add cores, it can only leave pools pending when several start at once.
+reservation cannot add cores, it can only leave pools pending when several start at once. On
+an attached cluster with CPUs, a pool's request is sized from ``ray.cluster_resources()``
+(:func:`fit_cpus`: at most 1/16 of the cluster's CPUs per actor, less when few are free), so a
+whole ladder's pools fit a 2-CPU head; a cluster with no free CPU at all is an error at once.
+A cluster that reports no CPU (an autoscaler's CPU-less head) keeps the request as asked: the
+autoscaler adds nodes, and ``place_timeout_s`` bounds the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
 import os
 import random
+import re
+import signal
+import socket
 import threading
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from orchestrator.batching import Batcher
@@ -36,7 +48,7 @@ from tinyfleet_core.errors import ConfigError, TinyfleetError, WorkerError, Work
 from tinyfleet_core.models import Attempt
 from workers.base import Job, PoolOptions, Worker
 
-__all__ = ["RayExecutor", "PoolActor", "ensure_ray"]
+__all__ = ["RayExecutor", "PoolActor", "RayTarget", "ensure_ray", "resolve_address"]
 
 log = logging.getLogger("tinyfleet.ray")
 _warned: set[str] = set()
@@ -54,28 +66,224 @@ def _warn_once(key: str, message: str) -> None:
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start or attach to Ray. Returns True when this call started a local instance.
 
-    With ``address`` (or ``RAY_ADDRESS`` in the environment, as inside ``ray job submit``)
-    it attaches and passes no resource arguments; otherwise it starts a local Ray sized to
-    this machine, without the dashboard."""
+    ``address`` (else ``RAY_ADDRESS``, as inside ``ray job submit``):
+
+    - ``None``: attach to the Ray that ``ray start --head`` runs on this machine if there is
+      one (its address file in Ray's temp dir, and its GCS answers), else start a private
+      local Ray sized to this machine, without the dashboard;
+    - ``"local"``: always start a private local Ray;
+    - ``"auto"``: attach to the local ``ray start`` cluster; ConfigError when there is none;
+    - ``host:port`` (the GCS address ``ray start --head`` prints) or ``ray://host:port``:
+      its port is probed first (:data:`CONNECT_TIMEOUT_S`), so an unreachable address is one
+      ConfigError within seconds, never Ray's minutes of reconnect warnings.
+
+    Attaching passes no resource arguments. Token authentication: a local start sets
+    ``RAY_AUTH_MODE=token`` explicitly unless it is set (Ray's default, without its warning on
+    every run); attaching turns token mode on when a token is available (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and ``RAY_AUTH_MODE`` is unset."""
     import ray
 
-    global _started_locally
+    if ray.is_initialized():
+        return False
+    return _init_ray(resolve_address(address), num_cpus)
+
+
+def _init_ray(target: RayTarget | None, num_cpus: int | None = None) -> bool:
+    import ray
+
+    global _started_locally, connection
     with _init_lock:
         if ray.is_initialized():
             return False
-        addr = address or os.environ.get("RAY_ADDRESS")
-        if addr:
-            ray.init(address=addr, logging_level=logging.WARNING, log_to_driver=False)
+        if target is not None:
+            _attach(target)
             return False
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        cpus = num_cpus or os.cpu_count() or 1
+        _auth_mode_default("token")
+        with _keep_sigterm_handler():
+            ray.init(
+                address="local",
+                num_cpus=cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         _started_locally = True
+        connection = f"started a local Ray on this machine ({cpus} CPUs)"
         return True
+
+
+CONNECT_TIMEOUT_S = 3.0
+"""How long an attach waits for the cluster's port to answer before giving up."""
+
+connection = ""
+"""What :func:`ensure_ray` did last, in words (shown by the CLI): attached where, or started."""
+
+
+@dataclass(frozen=True)
+class RayTarget:
+    """A cluster to attach to: the address for ``ray.init`` and how it was found."""
+
+    address: str
+    host: str
+    port: int
+    how: str
+
+
+def _split_host_port(addr: str) -> tuple[str, int] | None:
+    rest = addr.removeprefix("ray://").rstrip("/")
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:/\s]+):(\d{1,5})", rest)
+    if m is None:
+        return None
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return host, int(port)
+
+
+def _local_cluster_address() -> str | None:
+    """The GCS address of the cluster ``ray start --head`` runs on this machine (Ray's own
+    address file in its temp dir, ``RAY_TMPDIR`` honoured), or None."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        found = find_bootstrap_address(None)
+    except (ImportError, AttributeError, OSError):
+        return None
+    return (str(found).strip() or None) if found else None
+
+
+def _reachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """None when ``host:port`` accepts a TCP connection within ``timeout``; else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except ConnectionRefusedError:
+        return "connection refused (nothing listens there)"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except socket.gaierror:
+        return "the host name does not resolve"
+    except OSError as e:
+        return e.strerror or type(e).__name__
+
+
+_WHAT_TO_DO = (
+    "start one with 'ray start --head' and pass the address it prints (host:6379), "
+    "or use --address local for a private Ray on this machine"
+)
+
+
+def resolve_address(address: str | None) -> RayTarget | None:
+    """Where :func:`ensure_ray` attaches (None: start a local Ray). Checks the address and
+    that its port answers; ConfigError (one line, naming the address and what to do) when
+    it is malformed, a dashboard URL, or unreachable."""
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    source = "--address" if address else "RAY_ADDRESS"
+    if given == "local":
+        return None
+    if given is None or given == "auto":
+        found = _local_cluster_address()
+        parsed = _split_host_port(found) if found else None
+        if parsed is None or _reachable(*parsed, timeout=1.0) is not None:
+            if given == "auto":
+                raise ConfigError(f"{source} auto: no Ray cluster runs on this machine; {_WHAT_TO_DO}")
+            return None  # none (or a stale address file): start a local Ray
+        assert found is not None
+        return RayTarget(found, *parsed, how="the Ray cluster that 'ray start' runs on this machine")
+    if given.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{source} {given} is a dashboard (job submission) address; tinyfleet attaches to the GCS "
+            "address 'ray start --head' prints (host:6379) or to ray://host:10001; "
+            "'ray job submit --address' is where the dashboard URL goes"
+        )
+    parsed = _split_host_port(given)
+    if parsed is None:
+        raise ConfigError(f"{source} {given!r} is not a Ray address: give host:port (e.g. 127.0.0.1:6379), ray://host:port, auto or local")
+    why = _reachable(*parsed)
+    if why is not None:
+        raise ConfigError(f"cannot reach a Ray cluster at {given}: {why}; {_WHAT_TO_DO}")
+    return RayTarget(given, *parsed, how="the Ray cluster")
+
+
+def _auth_mode_default(mode: str) -> None:
+    """Set ``RAY_AUTH_MODE`` for this process (and what it starts) unless the user set it,
+    and refresh Ray's cached config so this process sees it."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    os.environ["RAY_AUTH_MODE"] = mode
+    try:
+        importlib.import_module("ray._raylet").Config.initialize("")
+    except (ImportError, AttributeError):  # a Ray without token auth: nothing to refresh
+        pass
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """``ray.init`` replaces the SIGTERM handler with one that exits; a handler the program
+    installed itself (the CLI's: stop the run, keep the journal) is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(before):
+            signal.signal(signal.SIGTERM, before)
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    try:
+        loader = importlib.import_module("ray._raylet").AuthenticationTokenLoader
+        return bool(loader.instance().has_token(ignore_auth_mode=True))
+    except (ImportError, AttributeError):
+        return (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _attach(target: RayTarget) -> None:
+    import ray
+
+    global connection
+    if _token_available():
+        _auth_mode_default("token")  # a token-auth cluster needs it; one without ignores it
+    try:
+        with _keep_sigterm_handler():
+            ray.init(address=target.address, logging_level=logging.WARNING, log_to_driver=False)
+    except ray.exceptions.AuthenticationError:
+        raise ConfigError(
+            f"the Ray cluster at {target.address} refused this driver's token: export RAY_AUTH_MODE=token "
+            "and the cluster's token as RAY_AUTH_TOKEN (or in ~/.ray/auth_token; 'ray get-auth-token' on the head prints it)"
+        ) from None
+    except (ConnectionError, TimeoutError, ray.exceptions.RaySystemError) as e:
+        raise ConfigError(f"cannot attach to the Ray cluster at {target.address}: {_ray_message(e)}; {_WHAT_TO_DO}") from None
+    cpus = ray.cluster_resources().get("CPU", 0)
+    connection = f"attached to {target.how} at {target.host}:{target.port} ({cpus:g} CPUs; --address local starts a private Ray instead)"
+
+
+POOL_SLOTS = 16
+"""On a cluster with CPUs, one pool actor reserves at most ``1 / POOL_SLOTS`` of them, so the
+pools of every ladder rung (and their verifiers) fit on a small head at once."""
+MIN_CPUS = 0.01
+"""The smallest CPU share a pool actor is given; under it the cluster counts as full."""
+
+
+def fit_cpus(asked: float, replicas: int, total: float, available: float) -> float:
+    """The CPUs one actor of a pool reserves on a cluster with ``total`` CPUs of which
+    ``available`` are free: what the pool asked, at most ``total / POOL_SLOTS``, and, when the
+    free CPUs cannot hold every replica at that, half the free share per replica (so later
+    pools still fit). WorkerUnavailable at once (never a placement wait that cannot end)
+    when not even :data:`MIN_CPUS` per replica is free."""
+    share = min(asked, total / POOL_SLOTS)
+    if share * replicas > available:
+        share = available / (2 * replicas)
+    share = float(int(share * 1000) / 1000)  # Ray's resource precision; never above what is free
+    if share < MIN_CPUS:
+        raise WorkerUnavailable(
+            f"the Ray cluster's CPUs are all reserved ({available:g} of {total:g} free): a pool needs "
+            f"{MIN_CPUS:g} CPU per replica for {replicas} replica(s); stop other jobs' actors, add CPUs "
+            "(ray start --num-cpus=N) or run with --address local"
+        )
+    return share
 
 
 class PoolActor:
@@ -175,6 +383,19 @@ class RayExecutor(Executor):
 
     # ------------------------------------------------------------------ pools
 
+    async def start(self) -> None:
+        """Start or attach to Ray now (see :func:`ensure_ray`): ConfigError for a bad or
+        unreachable address, before any step is planned."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        t0 = time.monotonic()
+        target = resolve_address(self.address)
+        self._notify("connecting", "starting a local Ray" if target is None else f"attaching to Ray at {target.host}:{target.port}")
+        _init_ray(target)
+        self._notify("connected", connection, seconds=time.monotonic() - t0)
+
     async def ensure_pool(self, spec: PoolSpec) -> None:
         if spec.name in self._pools or spec.name in self._local:
             return
@@ -183,12 +404,15 @@ class RayExecutor(Executor):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._starting[spec.name] = fut
+        t0 = time.monotonic()
+        self._notify("pool_starting", f"starting pool {spec.name}", spec.name)
         try:
             if spec.options.inline:
                 self._local[spec.name] = await asyncio.to_thread(_LocalPool, spec, self.stats)
             else:
                 await self._start_pool(spec)
             fut.set_result(None)
+            self._notify("pool_ready", f"pool {spec.name} ready", spec.name, time.monotonic() - t0)
         except BaseException as e:
             fut.set_exception(e)
             fut.exception()  # mark retrieved
@@ -210,7 +434,10 @@ class RayExecutor(Executor):
             # One local node and no autoscaler: CPU reservations cannot add cores, they can only
             # leave pools pending when several start at once. Run pools unreserved; every worker
             # pins its own thread count.
-            opts = replace(opts, num_cpus=0.0)
+            return replace(opts, num_cpus=0.0)
+        if opts.num_cpus > 0 and total.get("CPU", 0) > 0:
+            free = ray.available_resources().get("CPU", 0.0)
+            opts = replace(opts, num_cpus=fit_cpus(opts.num_cpus, max(1, opts.replicas), total["CPU"], free))
         return opts
 
     async def _start_pool(self, spec: PoolSpec) -> None:
@@ -239,7 +466,8 @@ class RayExecutor(Executor):
             raise WorkerUnavailable(
                 f"pool {spec.name!r} could not be placed within {self.place_timeout_s:g} s: it asks for "
                 f"num_cpus={opts.num_cpus}, num_gpus={opts.num_gpus}, resources={dict(opts.resources)}; "
-                f"the cluster has {ray.cluster_resources()}"
+                f"the cluster has {ray.cluster_resources()}, free {ray.available_resources()}; add a node with "
+                "those resources or lower the pool's request"
             ) from None
         except ray.exceptions.RayError as e:
             raise WorkerUnavailable(f"pool {spec.name!r} failed to start: {_ray_message(e)}") from None

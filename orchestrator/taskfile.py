@@ -50,8 +50,10 @@ def json_depth(text: str, limit: int) -> int:
 
 def read_json(path: str | Path, what: str = "file") -> Any:
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} {p} is a directory, give a {'task JSON' if what == 'task file' else 'JSON'} file")
     if not p.is_file():
-        raise InputError(f"{what} {p} does not exist")
+        raise InputError(f"{what} {p} does not exist" if not p.exists() else f"{what} {p} is not a regular file")
     size = p.stat().st_size
     if size > MAX_BYTES:
         raise InputError(f"{what} {p} is {size} bytes, over the {MAX_BYTES} byte limit; split the work into smaller tasks")

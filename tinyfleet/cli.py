@@ -15,15 +15,26 @@ from typing import Any
 
 from orchestrator.config import FleetConfig
 from orchestrator.escalation import Policy, ladder_for
-from orchestrator.exit_status import _UsageError, run_guarded  # noqa: F401  (moved; kept importable from here)
+from orchestrator.exit_status import _UsageError, note_journal, run_guarded
 from orchestrator.fleet import Fleet
 from orchestrator.journal import journal_path
 from orchestrator.progress import Progress, summary
 from orchestrator.taskfile import load_task, read_json
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import RunReport, Step, Strategy
+from workers.llm.client import OpenAISettings
 
 __all__ = ["main", "build_parser", "run_guarded"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--journal", default=None, help="journal file (default: runs/<task id>.sqlite)")
     r.add_argument("--resume", default=None, help="continue the run recorded in this journal")
     r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default=None, help="default: TINYFLEET_POLICY, else ladder")
-    r.add_argument("--particles", type=int, default=None, help="particles per step (overrides the plan)")
+    r.add_argument("--particles", type=_positive_int, default=None, help="particles per step, 1 or more (overrides the plan)")
     r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
     r.add_argument("--seed", type=int, default=None, help="seed of small-LLM particles (default: drawn per run)")
     add_exec(r)
@@ -107,7 +118,9 @@ def _print_report(report: RunReport, as_json: bool) -> None:
 
 def _make_fleet(args: argparse.Namespace, planner_name: str | None = None) -> Fleet:
     """The fleet a command runs on, built the one way every Fleet is built from settings:
-    :class:`FleetConfig` (command-line options > ``TINYFLEET_*`` environment > defaults)."""
+    :class:`FleetConfig` (command-line options > ``TINYFLEET_*`` environment > defaults).
+    The OpenAI variables are checked here too, so a bad one is refused before any run."""
+    OpenAISettings.from_env()
     config = FleetConfig.load(
         executor=getattr(args, "executor", None),
         address=getattr(args, "address", None),
@@ -119,6 +132,8 @@ def _make_fleet(args: argparse.Namespace, planner_name: str | None = None) -> Fl
 
 async def _run_with_progress(fleet: Fleet, quiet: bool, **kw: Any) -> RunReport:
     hook = None if quiet else Progress()
+    if hook is not None:
+        fleet.executor.add_listener(hook.executor_event)
     try:
         return await fleet.run(on_event=hook, **kw)
     finally:
@@ -142,6 +157,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     journal = args.journal
     if journal is None and args.resume is None and task is not None:
         journal = str(journal_path(fleet.journal_dir or "runs", task.id))
+    if journal or args.resume:
+        note_journal(journal or args.resume)
     report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume))
     _print_report(report, args.json)
     return 0 if report.status == "succeeded" else 1
@@ -153,6 +170,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from tinyfleet.examples.planning_agent.cli import demo_command
 
     # the environment's executor and address count here as for every other command
+    OpenAISettings.from_env()
     config = FleetConfig.load(executor=args.executor, address=args.address)
     args.executor, args.address = config.executor, config.address
     return int(demo_command(args))
@@ -170,7 +188,7 @@ def _cmd_skills(args: argparse.Namespace) -> int:
         skill = registry.get(s["skill"])
         workers = {t["name"]: t["worker"] for t in [*s["tiers"], *([s["fallback"]] if s["fallback"] else [])]}
 
-        def ladder(has_large: bool) -> str:  # the tiers a step climbs, as the run loop picks them
+        def ladder(has_large: bool, skill: Any = skill, workers: dict[str, str] = workers) -> str:  # as the run loop picks them
             try:
                 tiers = ladder_for(Step(id="probe", skill=skill.name), skill, policy, has_large)
             except ConfigError:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from orchestrator.exit_status import run_guarded
 from orchestrator.fleet import Fleet
 from orchestrator.progress import Progress, summary
-from tinyfleet_core.errors import ConfigError
+from tinyfleet_core.errors import ConfigError, InputError
 
 from .agent import DayResult, run_day
 from .scenario import Scenario, generate, load_scenario
@@ -75,6 +76,9 @@ async def _run(scenario: Scenario, fleet: Fleet, out: str, quiet: bool) -> DayRe
 def demo_command(args: argparse.Namespace) -> int:
     """Run the delivery day (``tinyfleet demo``). Prints the summary and where the map is,
     or only the RunReport as JSON with ``--json``."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file; give a directory (it is created if missing)")
     scenario_file = getattr(args, "scenario", None)
     scenario = load_scenario(scenario_file) if scenario_file else generate(int(getattr(args, "seed", 7)))
     fleet = make_fleet(getattr(args, "planner", "rules"), args.executor, args.address)

@@ -15,9 +15,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -78,6 +79,17 @@ _CONTEXT_ERROR = re.compile(
 _TOKEN_COUNT = re.compile(r"(?i)\b(\d+)\s*(?:input\s+)?tokens\b")
 
 
+_ENV_SETTINGS = (
+    ("OPENAI_API_KEY", "api_key"),
+    ("OPENAI_BASE_URL", "base_url"),
+    ("TINYFLEET_LARGE_MODEL", "large_model"),
+    ("TINYFLEET_SMALL_MODEL", "small_model"),
+    ("TINYFLEET_LLM_TIMEOUT_S", "timeout_s"),
+    ("TINYFLEET_RESPONSE_FORMAT", "response_format"),
+    ("TINYFLEET_SEED", "seed"),
+)
+
+
 class OpenAISettings(BaseModel):
     """Where the models are and how to call them. ``from_env`` reads ``OPENAI_API_KEY``,
     ``OPENAI_BASE_URL``, ``TINYFLEET_LARGE_MODEL``, ``TINYFLEET_SMALL_MODEL``,
@@ -110,29 +122,35 @@ class OpenAISettings(BaseModel):
     small_temperature: float = Field(default=0.8, gt=0, le=2, description="small-LLM particles")
     max_tokens: int | None = Field(default=None, ge=1)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # the value is not echoed: a URL may carry credentials (user:password@host)
+            raise ValueError("must be an http(s) URL with a host, such as https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+        return v.strip()
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> OpenAISettings:
         """Settings from ``env`` (default ``os.environ``); non-None ``overrides`` win.
 
-        Raises ConfigError naming the bad setting (never echoing its value)."""
+        Raises ConfigError naming the bad setting (the variable, when the value came from
+        one), never echoing its value: bad configuration is refused here, before any request
+        or retry."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for var, key in (
-            ("OPENAI_API_KEY", "api_key"),
-            ("OPENAI_BASE_URL", "base_url"),
-            ("TINYFLEET_LARGE_MODEL", "large_model"),
-            ("TINYFLEET_SMALL_MODEL", "small_model"),
-            ("TINYFLEET_LLM_TIMEOUT_S", "timeout_s"),
-            ("TINYFLEET_RESPONSE_FORMAT", "response_format"),
-            ("TINYFLEET_SEED", "seed"),
-        ):
+        var_of: dict[str, str] = {}
+        for var, key in _ENV_SETTINGS:
             if env.get(var):
                 values[key] = env[var]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+                var_of[key] = var
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
         try:
             return cls(**values)
         except ValidationError as e:
-            found = "; ".join(f"{loc}: {msg}" for loc, msg in problems(e))
+            found = "; ".join(f"{var_of[loc] if loc in var_of and loc not in given else loc}: {msg}" for loc, msg in problems(e))
             raise ConfigError(f"bad OpenAI settings: {found}") from None
 
     def require_key(self) -> str:
