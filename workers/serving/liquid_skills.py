@@ -1,0 +1,67 @@
+"""The series skills and their ladders: ``series.forecast`` (CfC, then LTC, then Holt-Winters;
+verified by a backtest on values the tiers never saw) and ``series.anomaly`` (CfC residuals,
+then the classical scorer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.base import PoolOptions, Skill, Tier
+from workers.kits import series
+from workers.serving.liquid_workers import (
+    CfCAnomalyScorer,
+    CfCForecaster,
+    ClassicalAnomalyScorer,
+    ClassicalForecaster,
+    LTCForecaster,
+)
+
+__all__ = ["anomaly_skill", "forecast_skill", "series_skills"]
+
+_TORCH_POOL = PoolOptions(replicas=1, num_cpus=1.0, max_batch=128, max_wait_ms=3.0)
+_CLASSICAL_POOL = PoolOptions(replicas=1, num_cpus=0.5, max_batch=16, max_wait_ms=2.0)
+
+
+def _looks_like_forecast(inputs: dict[str, Any]) -> bool:
+    return "values" in inputs and "horizon" in inputs
+
+
+def _looks_like_anomaly(inputs: dict[str, Any]) -> bool:
+    return "values" in inputs and "horizon" not in inputs
+
+
+def forecast_skill() -> Skill:
+    return Skill(
+        name="series.forecast",
+        description=(
+            "Forecast the next 'horizon' steps of a numeric series with p10/p90 intervals. Input "
+            "{'values': [float], 'timestamps': [float] (optional), 'horizon': int, 'season': int (optional)}."
+        ),
+        input_model=series.ForecastInput,
+        output_model=series.ForecastOutput,
+        ladder=[Tier("cfc", CfCForecaster, "tiny", _TORCH_POOL), Tier("ltc", LTCForecaster, "tiny", _TORCH_POOL)],
+        fallback=Tier("classical", ClassicalForecaster, "tool", _CLASSICAL_POOL),
+        verifier=series.ForecastBacktestVerifier(),
+        holdout=series.backtest_input,  # each tier also forecasts the history minus its last window
+        recognize=_looks_like_forecast,
+    )
+
+
+def anomaly_skill() -> Skill:
+    return Skill(
+        name="series.anomaly",
+        description=(
+            "Score every point of a numeric series for anomaly and flag the outliers. Input "
+            "{'values': [float], 'timestamps': [float] (optional), 'season': int (optional)}."
+        ),
+        input_model=series.AnomalyInput,
+        output_model=series.AnomalyOutput,
+        ladder=[Tier("cfc-anomaly", CfCAnomalyScorer, "tiny", _TORCH_POOL)],
+        fallback=Tier("classical-anomaly", ClassicalAnomalyScorer, "tool", _CLASSICAL_POOL),
+        recognize=_looks_like_anomaly,
+    )
+
+
+def series_skills() -> list[Skill]:
+    """The series skills, for ``default_registry()``."""
+    return [forecast_skill(), anomaly_skill()]
