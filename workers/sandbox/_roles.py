@@ -222,6 +222,46 @@ def _kind(e: BaseException, link: _Link) -> str:
     return "fail"
 
 
+def _tests_namespace(refs: list[str], link: _Link, send: Any) -> dict[str, Any] | None:
+    """Ask the candidate which of ``refs`` it defines and build the tests' namespace from the
+    answer: a proxy per function, a decoded copy per plain-data value, builtins the judge's own.
+    Reports the load either way; None when the candidate did not load."""
+    try:
+        names = link.exchange({"op": "names", "refs": refs})
+    except ChannelFault:
+        send(k="load", ok=False, kind=link.fault[0] if link.fault else "died",
+             error=f"{link.dead} before it loaded")
+        return None
+    if type(names) is not dict or names.get("load") != "ok":
+        err = names.get("error") if type(names) is dict else None
+        kind = "fail"
+        if type(err) is list and len(err) == 4 and all(type(x) in (str, int) for x in err):
+            name, msg, line, src = str(err[0])[:100], str(err[1])[:_EXCERPT], err[2], str(err[3])[:120]
+            text = f"{name} (line {line}): {msg} [<candidate> line {line}: {src}]" if line else f"{name}: {msg}"
+            if name == "MemoryError":
+                kind = "memory"
+            elif name == "PermissionError" and any(f"[Errno {n}]" in msg for n in (1, 13, 30)):
+                kind = "forbidden"
+        else:
+            text = "a malformed load report"
+        send(k="load", ok=False, kind=kind, error=text)
+        return None
+    ns: dict[str, Any] = {"__name__": "tests", "__builtins__": builtins}
+    kinds = names.get("names") if type(names.get("names")) is dict else {}
+    data = names.get("data") if type(names.get("data")) is dict else {}
+    for name in refs:
+        kind = kinds.get(name)
+        if kind == "callable":
+            ns[name] = _proxy(link, name)
+        elif kind == "data" and name in data:
+            try:
+                ns[name] = codec.decode(data[name])
+            except codec.ChannelError:
+                pass
+    send(k="load", ok=True, exports=sorted(n for n in kinds if type(n) is str)[:100])
+    return ns
+
+
 def judge(cfg: dict[str, Any]) -> None:
     fds = cfg["fds"]
     out = fds["result"]
@@ -237,39 +277,9 @@ def judge(cfg: dict[str, Any]) -> None:
             text = f"{link.fault[1]} (the test saw: {text})" if link.fault[1] not in text else text
         send(k="test", i=index, ok=False, kind=_kind(e, link), error=text[:_EXCERPT])
 
-    try:
-        names = link.exchange({"op": "names", "refs": cfg["refs"]})
-    except ChannelFault:
-        send(k="load", ok=False, kind=link.fault[0] if link.fault else "died",
-             error=f"{link.dead} before it loaded")
+    ns = _tests_namespace(cfg["refs"], link, send)
+    if ns is None:
         return
-    if type(names) is not dict or names.get("load") != "ok":
-        err = names.get("error") if type(names) is dict else None
-        kind = "fail"
-        if type(err) is list and len(err) == 4 and all(type(x) in (str, int) for x in err):
-            name, msg, line, src = str(err[0])[:100], str(err[1])[:_EXCERPT], err[2], str(err[3])[:120]
-            text = f"{name} (line {line}): {msg} [<candidate> line {line}: {src}]" if line else f"{name}: {msg}"
-            if name == "MemoryError":
-                kind = "memory"
-            elif name == "PermissionError" and any(f"[Errno {n}]" in msg for n in (1, 13, 30)):
-                kind = "forbidden"
-        else:
-            text = "a malformed load report"
-        send(k="load", ok=False, kind=kind, error=text)
-        return
-    ns: dict[str, Any] = {"__name__": "tests", "__builtins__": builtins}
-    kinds = names.get("names") if type(names.get("names")) is dict else {}
-    data = names.get("data") if type(names.get("data")) is dict else {}
-    for name in cfg["refs"]:
-        kind = kinds.get(name)
-        if kind == "callable":
-            ns[name] = _proxy(link, name)
-        elif kind == "data" and name in data:
-            try:
-                ns[name] = codec.decode(data[name])
-            except codec.ChannelError:
-                pass
-    send(k="load", ok=True, exports=sorted(n for n in kinds if type(n) is str)[:100])
 
     tests_names, toplevel = cfg["names"], cfg["toplevel"]
     index = 0
