@@ -185,6 +185,25 @@ def test_config_from_file_env_and_code_with_precedence(tmp_path: Path) -> None:
         FleetConfig.load(tmp_path / "broken.toml", env={})
 
 
+def test_config_sources_rank_as_documented(tmp_path: Path) -> None:
+    """pydantic-settings merges the sources: arguments > TINYFLEET_* > file > RAY_ADDRESS > defaults;
+    an empty variable is unset; a budget argument is the whole budget."""
+    f = tmp_path / "tinyfleet.json"
+    f.write_text(json.dumps({"tinyfleet": {"address": "file:1", "budget": {"deadline_s": 5}}}))
+    assert FleetConfig.load(f, env={"RAY_ADDRESS": "ray:9"}).address == "file:1"
+    assert FleetConfig.load(env={"RAY_ADDRESS": "ray:9"}).address == "ray:9"
+    assert FleetConfig.load(f, env={"TINYFLEET_RAY_ADDRESS": "t:1", "RAY_ADDRESS": "ray:9"}).address == "t:1"
+    assert FleetConfig.load(f, env={"TINYFLEET_RAY_ADDRESS": "t:1"}, address="o:1").address == "o:1"
+    assert FleetConfig.load(env={"TINYFLEET_EXECUTOR": ""}).executor == "ray"
+    merged = FleetConfig.load(f, env={"TINYFLEET_MAX_TOKENS": "7"})
+    assert (merged.budget.deadline_s, merged.budget.max_tokens) == (5, 7)
+    given = FleetConfig.load(f, env={"TINYFLEET_MAX_TOKENS": "7"}, budget={"max_cost_usd": 1.0})
+    assert (given.budget.deadline_s, given.budget.max_tokens, given.budget.max_cost_usd) == (None, None, 1.0)
+    assert FleetConfig.load(env={}).budget.model_fields_set == set()
+    with pytest.raises(ConfigError, match="'budget.max_tokens'"):  # the argument's field, not the variable it replaced
+        FleetConfig.load(env={"TINYFLEET_MAX_TOKENS": "7"}, budget={"max_tokens": -1})
+
+
 @pytest.mark.parametrize("module", ["orchestrator.fleet", "workers.custom"])
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
