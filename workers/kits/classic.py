@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
+from typing import ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,6 +16,8 @@ from workers.base import Job, Worker
 from workers.kits import maze, sudoku
 
 __all__ = [
+    "ClassicWorker",
+    "GaveUp",
     "SudokuPropagationWorker",
     "SudokuExactSolver",
     "MazeGreedyWorker",
@@ -25,47 +28,62 @@ __all__ = [
 ]
 
 
-class SudokuPropagationWorker(Worker):
+In = TypeVar("In", bound=BaseModel)
+
+
+class GaveUp(Exception):
+    """Raised by :meth:`ClassicWorker.solve_one`: no answer for this input, and why."""
+
+
+class ClassicWorker(Worker, Generic[In]):
+    """A worker that answers each job on its own, in order, timed. Subclasses set
+    ``input_model`` and implement :meth:`solve_one`; giving up (:class:`GaveUp`, or the
+    InputError of an exact solver that finds no answer) becomes an attempt with no output and
+    the reason as its error."""
+
+    input_model: ClassVar[type[BaseModel]]
+
+    def solve_one(self, inp: In) -> tuple[BaseModel, float]:
+        """The answer to one input and its confidence."""
+        raise NotImplementedError
+
+    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
+        out = []
+        for job in jobs:
+            assert isinstance(job.input, self.input_model), f"{self.name} takes {self.input_model.__name__}"
+            t0 = time.perf_counter()
+            try:
+                answer, confidence = self.solve_one(cast(In, job.input))
+            except (GaveUp, InputError) as e:
+                out.append(self.attempt(None, 0.0, job=job, seconds=time.perf_counter() - t0, error=str(e)))
+                continue
+            out.append(self.attempt(answer, confidence, job=job, seconds=time.perf_counter() - t0))
+        return out
+
+
+class SudokuPropagationWorker(ClassicWorker[sudoku.SudokuInput]):
     """Naked and hidden singles only: solves easy puzzles, gives up (no answer) on the rest."""
 
     name = "sudoku.propagate"
     skill = "sudoku.solve"
+    input_model = sudoku.SudokuInput
 
-    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
-        out = []
-        for job in jobs:
-            assert isinstance(job.input, sudoku.SudokuInput)
-            t0 = time.perf_counter()
-            grid, blanks = sudoku.propagate(job.input.puzzle)
-            dt = time.perf_counter() - t0
-            if blanks == 0:
-                out.append(self.attempt(sudoku.SudokuOutput(solution=grid), 1.0, job=job, seconds=dt))
-            else:
-                why = "contradiction" if blanks < 0 else f"stalled with {blanks} blanks"
-                out.append(self.attempt(None, 0.0, job=job, seconds=dt, error=f"propagation {why}"))
-        return out
+    def solve_one(self, inp: sudoku.SudokuInput) -> tuple[BaseModel, float]:
+        grid, blanks = sudoku.propagate(inp.puzzle)
+        if blanks != 0:
+            raise GaveUp(f"propagation {'contradiction' if blanks < 0 else f'stalled with {blanks} blanks'}")
+        return sudoku.SudokuOutput(solution=grid), 1.0
 
 
-class SudokuExactSolver(Worker):
+class SudokuExactSolver(ClassicWorker[sudoku.SudokuInput]):
     """Exact depth-first search; always right on a solvable puzzle. The offline last tier."""
 
     name = "sudoku.exact"
     skill = "sudoku.solve"
+    input_model = sudoku.SudokuInput
 
-    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
-        out = []
-        for job in jobs:
-            assert isinstance(job.input, sudoku.SudokuInput)
-            t0 = time.perf_counter()
-            try:
-                grid = sudoku.solve_exact(job.input.puzzle)
-            except InputError as e:
-                out.append(self.attempt(None, 0.0, job=job, seconds=time.perf_counter() - t0, error=str(e)))
-                continue
-            out.append(
-                self.attempt(sudoku.SudokuOutput(solution=grid), 1.0, job=job, seconds=time.perf_counter() - t0)
-            )
-        return out
+    def solve_one(self, inp: sudoku.SudokuInput) -> tuple[BaseModel, float]:
+        return sudoku.SudokuOutput(solution=sudoku.solve_exact(inp.puzzle)), 1.0
 
 
 def _greedy_best_first(grid: Sequence[str]) -> list[tuple[int, int]] | None:
@@ -91,44 +109,29 @@ def _greedy_best_first(grid: Sequence[str]) -> list[tuple[int, int]] | None:
     return None
 
 
-class MazeGreedyWorker(Worker):
+class MazeGreedyWorker(ClassicWorker[maze.MazeInput]):
     """Greedy best-first search toward G: finds a path fast, not always the shortest."""
 
     name = "maze.greedy"
     skill = "maze.route"
+    input_model = maze.MazeInput
 
-    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
-        out = []
-        for job in jobs:
-            assert isinstance(job.input, maze.MazeInput)
-            t0 = time.perf_counter()
-            path = _greedy_best_first(job.input.grid)
-            dt = time.perf_counter() - t0
-            if path is None:
-                out.append(self.attempt(None, 0.0, job=job, seconds=dt, error="greedy search found no path"))
-            else:
-                out.append(self.attempt(maze.MazeOutput(path=path), 0.5, job=job, seconds=dt))
-        return out
+    def solve_one(self, inp: maze.MazeInput) -> tuple[BaseModel, float]:
+        path = _greedy_best_first(inp.grid)
+        if path is None:
+            raise GaveUp("greedy search found no path")
+        return maze.MazeOutput(path=path), 0.5
 
 
-class MazeBFSSolver(Worker):
+class MazeBFSSolver(ClassicWorker[maze.MazeInput]):
     """Breadth-first search: always a shortest path. The offline last tier for mazes."""
 
     name = "maze.bfs"
     skill = "maze.route"
+    input_model = maze.MazeInput
 
-    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
-        out = []
-        for job in jobs:
-            assert isinstance(job.input, maze.MazeInput)
-            t0 = time.perf_counter()
-            try:
-                path = maze.bfs_path(job.input.grid)
-            except InputError as e:
-                out.append(self.attempt(None, 0.0, job=job, seconds=time.perf_counter() - t0, error=str(e)))
-                continue
-            out.append(self.attempt(maze.MazeOutput(path=path), 1.0, job=job, seconds=time.perf_counter() - t0))
-        return out
+    def solve_one(self, inp: maze.MazeInput) -> tuple[BaseModel, float]:
+        return maze.MazeOutput(path=maze.bfs_path(inp.grid)), 1.0
 
 
 class RouteInput(BaseModel):
@@ -147,27 +150,17 @@ class RouteOutput(BaseModel):
     legs: int
 
 
-class RouteAssembler(Worker):
+class RouteAssembler(ClassicWorker[RouteInput]):
     """Joins the legs of a route end to start into one path (a tool, not a model)."""
 
     name = "route.assemble"
     skill = "route.assemble"
+    input_model = RouteInput
 
-    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
-        out = []
-        for job in jobs:
-            assert isinstance(job.input, RouteInput)
-            legs = job.input.legs
-            path: list[tuple[int, int]] = []
-            error = None
-            for k, leg in enumerate(legs):
-                if path and leg and tuple(leg[0]) != tuple(path[-1]):
-                    error = f"leg {k} starts at {tuple(leg[0])} but leg {k - 1} ends at {tuple(path[-1])}"
-                    break
-                path.extend(leg if not path else leg[1:])
-            if error:
-                out.append(self.attempt(None, 0.0, job=job, error=error))
-            else:
-                route = RouteOutput(path=path, moves=max(0, len(path) - 1), legs=len(legs))
-                out.append(self.attempt(route, 1.0, job=job))
-        return out
+    def solve_one(self, inp: RouteInput) -> tuple[BaseModel, float]:
+        path: list[tuple[int, int]] = []
+        for k, leg in enumerate(inp.legs):
+            if path and leg and tuple(leg[0]) != tuple(path[-1]):
+                raise GaveUp(f"leg {k} starts at {tuple(leg[0])} but leg {k - 1} ends at {tuple(path[-1])}")
+            path.extend(leg if not path else leg[1:])
+        return RouteOutput(path=path, moves=max(0, len(path) - 1), legs=len(inp.legs)), 1.0
