@@ -1,4 +1,7 @@
-"""Plan validation (before anything runs) and ``$ref`` resolution (as steps become ready).
+"""Plan validation (before anything runs): what each step depends on, and whether the plan holds.
+
+``$ref`` and ``$input`` are found and resolved by :mod:`tinyfleet_core.refs` (one walker, one
+resolver); this module reads the step ids a step depends on from it.
 
 ``validate_plan`` raises PlanError naming the step and the problem for: duplicate ids, an
 unknown skill, a dangling reference or ``after`` edge, a cycle, a plan over budget, and
@@ -8,44 +11,30 @@ literal inputs that do not fit the skill's input model (or fail its precheck).
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
 from tinyfleet_core.errors import InputError, PlanError
 from tinyfleet_core.models import Budget, Plan, Step
-from tinyfleet_core.refs import resolve_references, step_inputs_with_task_inputs
+from tinyfleet_core.refs import REF, Reference, step_inputs_with_task_inputs, walk_references
 from workers.registry import SkillRegistry, validate_payload
 
-__all__ = ["validate_plan", "references", "dependencies", "resolve_inputs", "has_refs", "split_ref", "topological_order"]
+__all__ = ["validate_plan", "references", "dependencies", "has_refs", "split_ref", "topological_order"]
 
 
 def split_ref(ref: str) -> tuple[str, list[str]]:
     """'leg0.path' -> ('leg0', ['path'])."""
-    head, *fields = ref.split(".")
-    return head, fields
-
-
-def _walk_refs(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        if set(value) == {"$ref"}:
-            ref = value["$ref"]
-            if not isinstance(ref, str) or not ref:
-                raise PlanError(f"'$ref' must be a non-empty string like 'step1' or 'step1.field', got {ref!r}")
-            yield ref
-            return
-        for v in value.values():
-            yield from _walk_refs(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _walk_refs(v)
+    r = Reference(REF, ref)
+    return r.head, r.fields
 
 
 def references(step: Step) -> list[str]:
-    """Step ids this step reads from (through ``$ref``), in order of appearance."""
+    """Step ids this step reads from (through ``$ref``), in order of appearance (the one
+    walker, :func:`tinyfleet_core.refs.walk_references`)."""
     try:
-        return [split_ref(r)[0] for r in _walk_refs(step.inputs)]
+        return [r.head for r in walk_references(step.inputs) if r.kind == REF]
     except PlanError as e:
         raise PlanError(f"step {step.id!r}: {e}", step=step.id) from None
 
@@ -139,7 +128,3 @@ def validate_plan(
             raise PlanError(f"plan output refers to missing step {o!r}")
     return validated
 
-
-def resolve_inputs(value: Any, outputs: Mapping[str, Any]) -> Any:
-    """Replace every ``{"$ref": ...}`` in ``value`` with the referenced output (or field)."""
-    return resolve_references(value, outputs)

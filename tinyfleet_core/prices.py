@@ -25,8 +25,9 @@ class Price(BaseModel):
 
 
 class PriceTable(BaseModel):
-    """Prices by model name; ``default`` for models not listed; ``cpu_core_hour_usd`` for
-    every second of worker, verifier and driver time (see :data:`CPU_CORE_HOUR_USD`)."""
+    """Prices by model name (a dated snapshot takes its model's price, :meth:`price`); ``default``
+    for models not listed; ``cpu_core_hour_usd`` for every second of worker, verifier and driver
+    time (see :data:`CPU_CORE_HOUR_USD`)."""
 
     model_config = ConfigDict(extra="forbid")
     models: dict[str, Price] = Field(default_factory=dict)
@@ -34,4 +35,20 @@ class PriceTable(BaseModel):
     cpu_core_hour_usd: float = Field(default=CPU_CORE_HOUR_USD, ge=0)
 
     def price(self, model: str) -> Price:
-        return self.models.get(model, self.default)
+        """``model``'s price: its own entry, else the longest listed name it extends ("gpt-4o-2024-08-06"
+        -> "gpt-4o", "openai/gpt-4o-mini" -> "gpt-4o-mini": a provider prefix is dropped, the name
+        goes on with one of ``-:@_``), else ``default``. "gpt-4.1" does not take "gpt-4"'s price."""
+        if model in self.models:
+            return self.models[model]
+        name = model.rsplit("/", 1)[-1]
+        if name in self.models:
+            return self.models[name]
+        best = ""
+        for listed in self.models:
+            if len(listed) > len(best) and name.startswith(listed) and name[len(listed)] in _SNAPSHOT_SEPARATORS:
+                best = listed
+        return self.models[best] if best else self.default
+
+
+_SNAPSHOT_SEPARATORS = "-:@_"
+"""What may follow a listed name in a snapshot or variant of it (``gpt-4o-2024-08-06``, ``qwen3:8b``)."""

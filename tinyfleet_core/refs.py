@@ -5,7 +5,9 @@ field of it, ``"leg0.path"``); ``$input`` reads the task's own inputs (``"grid"`
 ``"histories.bakery.values"``, ``"stops.3.cell"``: dot-separated keys, list positions as
 numbers). So a model writes the structure of a plan and the data stays in the task.
 
-:func:`resolve_references` is the one resolver for both; :func:`expand_task_inputs` replaces
+:func:`walk_references` is the one walker (plan validation and the run loop read a step's
+dependencies from it, :func:`planners.plan_check.references`) and :func:`resolve_references`
+the one resolver for both kinds; :func:`expand_task_inputs` replaces
 only the ``$input`` references (the run loop's validation does that before anything runs, so a
 path that does not exist is a :class:`~tinyfleet_core.errors.PlanError` naming the step, the path
 and the keys that do exist).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from tinyfleet_core.errors import InputError, PlanError
 from tinyfleet_core.models import Step
@@ -33,8 +35,8 @@ __all__ = [
     "walk_references",
 ]
 
-REF = "$ref"
-INPUT = "$input"
+REF: Final = "$ref"
+INPUT: Final = "$input"
 RefKind = Literal["$ref", "$input"]
 
 

@@ -9,7 +9,8 @@ merged over these; a ``"default"`` entry prices every model not listed), or pass
 
 Models not listed (a local vLLM, Ollama or llama.cpp server) cost 0 unless priced. A dated
 snapshot ("gpt-4o-2024-08-06") or a provider prefix ("openai/gpt-4o") takes the price of the
-longest listed name it extends (:func:`model_price`).
+longest listed name it extends (:meth:`~tinyfleet_core.prices.PriceTable.price`, one rule for
+every table).
 """
 
 from __future__ import annotations
@@ -80,15 +81,6 @@ def load_price_table(env: Mapping[str, str] | None = None) -> PriceTable:
 
 
 def model_price(table: PriceTable, model: str) -> Price:
-    """``model``'s price in ``table``: its own entry, else the longest listed name it extends
-    ("gpt-4o-2024-08-06" -> "gpt-4o", "openai/gpt-4o-mini" -> "gpt-4o-mini"), else the default."""
-    if model in table.models:
-        return table.models[model]
-    name = model.rsplit("/", 1)[-1]
-    if name in table.models:
-        return table.models[name]
-    best = ""
-    for listed in table.models:
-        if len(listed) > len(best) and name.startswith(listed) and name[len(listed)] in "-:@_":
-            best = listed
-    return table.models[best] if best else table.default
+    """``table.price(model)`` (kept for existing callers; the matching rule is
+    :meth:`~tinyfleet_core.prices.PriceTable.price`'s)."""
+    return table.price(model)
