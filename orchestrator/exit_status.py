@@ -5,11 +5,13 @@ finished are in its journal, and one line on stderr says where and how to contin
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import FrameType
+from typing import TypeVar
 
 from tinyfleet_core.errors import (
     ConfigError,
@@ -19,7 +21,9 @@ from tinyfleet_core.errors import (
     TinyfleetError,
 )
 
-__all__ = ["run_guarded", "note_journal"]
+__all__ = ["run_guarded", "note_journal", "interruptible"]
+
+T = TypeVar("T")
 
 
 class _UsageError(Exception):
@@ -37,11 +41,27 @@ def note_journal(path: object) -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM stops the run the way Ctrl-C does: KeyboardInterrupt unwinds the run (its finally
-    # blocks close the journal and the pools; asyncio.run cancels the steps still running).
-    # Raised here rather than re-sent as SIGINT, which a background process may ignore.
+    # SIGTERM stops the run the way Ctrl-C does under asyncio.run: the main task (registered
+    # by ``interruptible``) is cancelled, so the run's finally blocks close its journal and
+    # pools; outside a run, KeyboardInterrupt. Not re-sent as SIGINT: a background process
+    # may ignore that one.
     _state["signal"] = signal.SIGTERM
+    task = _state.get("task")
+    if isinstance(task, asyncio.Task) and not task.done() and not _state.get("cancelled"):
+        _state["cancelled"] = True
+        task.cancel()
+        task.get_loop().call_soon_threadsafe(lambda: None)  # wake the loop
+        return
     raise KeyboardInterrupt
+
+
+async def interruptible(aw: Awaitable[T]) -> T:
+    """Await ``aw`` as the task SIGTERM cancels (wrap the coroutine given to asyncio.run)."""
+    _state["task"] = asyncio.current_task()
+    try:
+        return await aw
+    finally:
+        _state["task"] = None
 
 
 def _install_signals() -> None:
@@ -79,7 +99,9 @@ def run_guarded(prog: str, command: Callable[[], int]) -> int:
     except TinyfleetError as e:
         print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError) as e:
+        if isinstance(e, asyncio.CancelledError) and _state["signal"] is None:
+            raise
         line, code = _interrupted_line(prog)
         print(line, file=sys.stderr)
         return code

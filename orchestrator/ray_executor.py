@@ -458,8 +458,14 @@ class RayExecutor(Executor):
             ).remote(spec.worker, opts.max_batch, opts.max_wait_ms)
             for _ in range(max(1, opts.replicas))
         ]
+        placed = asyncio.gather(*(h.info.remote() for h in handles))
+        placed.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even when cancelled by a stop
         try:
-            info = await asyncio.wait_for(asyncio.gather(*(h.info.remote() for h in handles)), self.place_timeout_s)
+            info = await asyncio.wait_for(placed, self.place_timeout_s)
+        except asyncio.CancelledError:  # the run was stopped while the pool was being placed
+            for h in handles:
+                ray.kill(h, no_restart=True)
+            raise
         except TimeoutError:
             for h in handles:
                 ray.kill(h, no_restart=True)

@@ -224,3 +224,65 @@ def test_run_honours_the_documented_environment(tmp_path: Path) -> None:
     opt = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(task), "--json", "--executor", "local"], capture_output=True, text=True,
                          cwd=tmp_path, env={**env, "TINYFLEET_EXECUTOR": "gpu-cloud"}, timeout=300)
     assert opt.returncode == 0, opt.stderr[-2000:]
+
+
+def _settled(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        with sqlite3.connect(journal) as db:
+            return int(db.execute("SELECT count(*) FROM steps WHERE status IN ('verified','accepted')").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.parametrize("sig, code, says", [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_mid_run_stops_it_keeps_the_journal_and_says_so_in_one_line(tmp_path: Path, sig: int, code: int, says: str) -> None:
+    task = write(tmp_path, "task.json", {"skill": "sudoku.solve", "inputs": {"items": sudoku_items(9, 300, seed=202, givens=21)}})
+    journal = tmp_path / "run.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", task, "--json", "--executor", "local", "--journal", str(journal)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None and not _settled(journal):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"tinyfleet: {says}: the run stopped"), err
+    assert f"journal {journal}" in lines[0] and f"tinyfleet run --resume {journal}" in lines[0]
+    assert out == ""  # no report: the run did not finish
+    assert 0 < _settled(journal) < 300  # what finished before the signal stays in the journal
+
+
+def test_sigterm_while_ray_starts_stops_the_run(tmp_path: Path) -> None:
+    """SIGTERM at the first progress line (Ray starting, before any step) still stops the run
+    with the one-line message: Ray's own SIGTERM handler does not replace the CLI's."""
+    task = write(tmp_path, "t.json", {"skill": "sudoku.solve", "inputs": {"items": sudoku_items(9, 50, seed=5, givens=22)}})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", task, "--executor", "ray", "--address", "local", "--journal", str(tmp_path / "j.sqlite")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert "local Ray" in first, first
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, first + err[-2000:]
+    assert "tinyfleet: terminated (SIGTERM): the run stopped" in err.splitlines()[-1]
+    assert "status:" not in out
+
+
+def test_a_ray_run_prints_no_ray_warning(tmp_path: Path) -> None:
+    """No token-auth warning (or any other Ray log line) on an ordinary run on a local Ray."""
+    task = write(tmp_path, "t.json", {"skill": "sudoku.solve", "inputs": {"puzzle": [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]}})
+    out = cli("run", task, "--executor", "ray", "--address", "local", "--journal", str(tmp_path / "j.sqlite"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = out.stdout + out.stderr
+    assert "Token authentication" not in said and "RAY_AUTH_MODE" not in said
+    assert not [ln for ln in said.splitlines() if "WARNING" in ln or ln.startswith("[20") or " W " in ln[:40]], said
+    assert "started a local Ray" in out.stderr

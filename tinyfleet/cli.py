@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.config import FleetConfig
 from orchestrator.escalation import Policy, ladder_for
-from orchestrator.exit_status import _UsageError, note_journal, run_guarded
+from orchestrator.exit_status import _UsageError, interruptible, note_journal, run_guarded
 from orchestrator.fleet import Fleet
 from orchestrator.journal import journal_path
 from orchestrator.progress import Progress, summary
@@ -159,7 +159,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         journal = str(journal_path(fleet.journal_dir or "runs", task.id))
     if journal or args.resume:
         note_journal(journal or args.resume)
-    report = asyncio.run(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume))
+    report = asyncio.run(interruptible(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume)))
     _print_report(report, args.json)
     return 0 if report.status == "succeeded" else 1
 

@@ -16,7 +16,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from orchestrator.exit_status import run_guarded
+from orchestrator.exit_status import interruptible, run_guarded
 from orchestrator.fleet import Fleet
 from orchestrator.progress import Progress, summary
 from tinyfleet_core.errors import ConfigError, InputError
@@ -82,7 +82,7 @@ def demo_command(args: argparse.Namespace) -> int:
     scenario_file = getattr(args, "scenario", None)
     scenario = load_scenario(scenario_file) if scenario_file else generate(int(getattr(args, "seed", 7)))
     fleet = make_fleet(getattr(args, "planner", "rules"), args.executor, args.address)
-    result = asyncio.run(_run(scenario, fleet, args.out, bool(args.json)))
+    result = asyncio.run(interruptible(_run(scenario, fleet, args.out, bool(args.json))))
     if args.json:
         print(result.report.model_dump_json(indent=2))
     else:
