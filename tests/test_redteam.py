@@ -1,7 +1,7 @@
 """The red team's hostile candidates against the code sandbox, one test each (issue 22).
 
 Each candidate tries to forge a passing verdict or to reach the host; each test asserts that
-the verdict fails, or the attempt is contained, and names why. The README's table "What it
+the verdict fails, or the attempt is contained, and names why. The table "What it
 guards against" lists these tests. Real sandboxes, real files, a real listener on 127.0.0.1.
 """
 
@@ -422,9 +422,9 @@ def test_the_candidate_cannot_see_the_parent_or_the_judge() -> None:
 
 
 def test_the_readme_table_lists_every_red_team_test() -> None:
-    """The README's "What it guards against" table is made from this file: one row per test."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### What it guards against", 1)[1].split("### What it does not guard against", 1)[0]
+    """The sandbox page's "What it guards against" table is made from this file: one row per test."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "sandbox.md").read_text()
+    section = page.split("## What it guards against", 1)[1].split("## What it does not guard against", 1)[0]
     here = [n for n in globals() if n.startswith("test_") and n != "test_the_readme_table_lists_every_red_team_test"]
     missing = [n for n in here if f"`{n}`" not in section]
-    assert missing == [], f"add a row to the README table for: {missing}"
+    assert missing == [], f"add a row to the table in docs/sandbox.md for: {missing}"
