@@ -127,21 +127,23 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
 
 _BOX = "│┃┆┊║╎|─━═┏┓┗┛┌┐└┘├┤┬┴┼╭╮╯╰┡┩╇╈┠┨┯┷┿╞╡╪╟╢╫┳┻╋╔╗╚╝╠╣╦╩╬"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_KEY = re.compile(r"(?:^|(?<=\s\s)|(?<=[,;]\s))([A-Za-z][A-Za-z '/()-]{0,39}?):(?=\s|$)")
-_WORDS = re.compile(r"[A-Za-z][A-Za-z '/()-]{0,59}")
+_KEY = re.compile(r"(?:^|(?<=\s\s)|(?<=[,;]\s))([A-Za-z#][A-Za-z# '/(),-]{0,59}?):(?=\s|$)")
+_WORDS = re.compile(r"[A-Za-z#][A-Za-z# '/(),-]{0,79}")
 
 
 def structure(text: str) -> list[str]:
-    """The labels and headings of a CLI summary, in order, without its numbers: each
-    ``label:`` (at the start of a line or after two spaces), table header cells, and plain
-    headings (a line of words alone). Data rows of tables and values are left out."""
+    """The labels and headings of a CLI summary, in order, without its numbers (each run of
+    digits reads as ``#``): each ``label:`` (at the start of a line, or after two spaces or a
+    comma), table header cells, and plain headings (a line of words alone). Indented lines
+    (the items under a heading: escalations, answers) and table data rows are content, not
+    structure, and are left out."""
     seen: list[str] = []
     for raw in _ANSI.sub("", text).splitlines():
-        if "│" in raw and "┃" not in raw:
-            continue  # a table's data row: values, not structure
+        if raw.startswith(("  ", "\t")) or ("│" in raw and "┃" not in raw):
+            continue
+        raw = re.sub(r"\d+", "#", raw)
         if "┃" in raw:
-            cells = [c.strip() for c in raw.split("┃")]
-            labels = [c for c in cells if c and _WORDS.fullmatch(c)]
+            labels = [c.strip() for c in raw.split("┃") if c.strip() and _WORDS.fullmatch(c.strip())]
         else:
             line = raw.strip().strip(_BOX).strip()
             if not line:
@@ -181,6 +183,8 @@ def test_structure_ignores_numbers_but_not_labels() -> None:
     assert structure(a) != structure(a.replace("verified:", "checked:"))
     table = "┃ step ┃ tier ┃\n│ leg0 │ trm  │\n│ leg1 │ bfs  │\nLegend\n"
     assert structure(table) == ["step", "tier", "legend"]
+    listed = "escalations (3 events, 2 steps):\n  leg3: trm -> greedy: rejected\n  leg7: greedy -> bfs: longer\nday: 8/10"
+    assert structure(listed) == ["escalations (# events, # steps)", "day"]
 
 
 # ----------------------------------------------------------------------------- links
