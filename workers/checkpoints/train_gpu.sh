@@ -1,6 +1,9 @@
 #!/bin/bash
 # Trains the bundled TRM/HRM checkpoints that need a GPU, six runs side by side on one GPU for
 # $M minutes each, then packs checkpoints, model cards and logs into $OUT/checkpoints.tgz.
+# mf30 is the maze frame model for every grid up to 30x30 (maze.route-trm-f30: the family mixture
+# of workers/kits/maze_families.py, sides 5..30, sub-frames per batch; its card holds exact
+# accuracy per family and size, including perfect 31x31 ringed mazes, the Maze-Hard class).
 # Run from the repository root on a machine with CUDA torch:  OUT=/tmp/out bash workers/checkpoints/train_gpu.sh
 # On a machine without pydantic, put its wheels in .whl/ first (pip download pydantic pydantic_core
 # annotated-types typing-inspection typing_extensions); LOCAL=1 skips that install (a dry run on CPU).
@@ -25,7 +28,7 @@ run s9b  --skill sudoku.solve --model trm --size 9 --workers 2 --set d=192
 run m11  --skill maze.route  --model trm --size 11 --workers 4
 run hm11 --skill maze.route  --model hrm --size 11 --workers 4
 run hs6  --skill sudoku.solve --model hrm --size 6 --workers 4
-run m15  --skill maze.route  --model trm --size 15 --workers 4
+run mf30 --skill maze.route  --model trm --frame 30 --workers 4 --set pool=150000 --report-n 300
 sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; tail -n 2 $W/*/log.txt
 wait
 echo "all done after $(( $(date +%s) - start ))s"

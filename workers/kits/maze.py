@@ -20,6 +20,7 @@ __all__ = [
     "MazeOutput",
     "find_cell",
     "bfs_path",
+    "canonical_path",
     "bfs_distances",
     "check_path",
     "generate",
@@ -122,6 +123,22 @@ def bfs_path(grid: Sequence[str]) -> list[Cell]:
     while (p := prev[path[-1]]) is not None:
         path.append(p)
     return path[::-1]
+
+
+def canonical_path(grid: Sequence[str]) -> list[Cell]:
+    """The one shortest S -> G path a model is trained to mark, a function of the grid alone:
+    from S, every move goes to the first neighbour, in the order up, down, left, right, that
+    is one move closer to G. (A perfect maze has one shortest path, so it is that one.)
+    Raises InputError when G cannot be reached."""
+    start, goal = find_cell(grid, "S"), find_cell(grid, "G")
+    to_goal = bfs_distances(grid, goal)
+    if start not in to_goal:
+        raise InputError("maze has no path from S to G: walls separate them")
+    path = [start]
+    while path[-1] != goal:
+        here = to_goal[path[-1]]
+        path.append(next(nb for nb in _neighbours(grid, path[-1]) if to_goal.get(nb) == here - 1))
+    return path
 
 
 def check_path(grid: Sequence[str], path: Sequence[Sequence[int]], shortest: int | None = None) -> str | None:

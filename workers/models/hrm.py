@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.models.trm import LossKind, Mixer, Net, StepOut, TRMConfig, cell_loss
+from workers.models.trm import LossKind, Mixer, Net, StepOut, TRMConfig, all_correct, cell_loss
 
 __all__ = ["HRM", "HRMConfig"]
 
@@ -125,7 +125,7 @@ class HRM(nn.Module):
         """Cells' cross-entropy plus the Q-learning halting loss. ``steps`` (B,) counts the
         supervision steps each row has done, this one included."""
         ce = cell_loss(out.logits, labels, self.cfg.loss)  # (B,)
-        correct = (out.logits.argmax(-1) == labels).all(-1).float()  # (B,)
+        correct = all_correct(out.logits, labels)  # (B,)
         q_halt, q_cont = out.halt, out.extra["q_continue"]
         with torch.no_grad():  # bootstrap target for "continue" from the next step
             nxt = self.step(x.detach(), out.state)

@@ -34,6 +34,8 @@ __all__ = [
     "RecursiveModel",
     "StepOut",
     "TRMConfig",
+    "IGNORE",
+    "all_correct",
     "cell_loss",
     "run_recursive",
     "stablemax_cross_entropy",
@@ -195,12 +197,23 @@ def stablemax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1).float()
 
 
+IGNORE = -100
+"""Label of a cell outside the grid (a frame's padding): no loss, and not part of "the whole
+answer is correct"."""
+
+
 def cell_loss(logits: Tensor, labels: Tensor, kind: LossKind) -> Tensor:
-    """Mean cross-entropy over cells, per row: (B, S, C), (B, S) -> (B,)."""
+    """Mean cross-entropy over the cells whose label is not IGNORE, per row: (B, S, C), (B, S) -> (B,)."""
     B, S, C = logits.shape
-    flat, lab = logits.reshape(B * S, C), labels.reshape(B * S)
+    keep = labels != IGNORE  # (B, S)
+    flat, lab = logits.reshape(B * S, C), labels.clamp(min=0).reshape(B * S)
     ce = stablemax_cross_entropy(flat, lab) if kind == "stablemax" else F.cross_entropy(flat, lab, reduction="none")
-    return ce.view(B, S).mean(-1)
+    return (ce.view(B, S) * keep).sum(-1) / keep.sum(-1).clamp(min=1)
+
+
+def all_correct(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B,) float: 1 where every cell not labelled IGNORE is predicted right."""
+    return ((logits.argmax(-1) == labels) | (labels == IGNORE)).all(-1).float()
 
 
 # --------------------------------------------------------------------------------------- #
@@ -263,7 +276,7 @@ class TRM(nn.Module):
     def loss(self, out: StepOut, labels: Tensor, x: Tensor, steps: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cells' cross-entropy plus BCE of the halting head against "whole answer correct"."""
         ce = cell_loss(out.logits, labels, self.cfg.loss)  # (B,)
-        correct = (out.logits.argmax(-1) == labels).all(-1).float()  # (B,)
+        correct = all_correct(out.logits, labels)  # (B,)
         bce = F.binary_cross_entropy_with_logits(out.halt, correct)
         return ce.mean() + 0.5 * bce, {"ce": ce.mean().detach(), "halt_bce": bce.detach()}
 

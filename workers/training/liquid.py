@@ -27,7 +27,6 @@ from tinyfleet_core.errors import ConfigError, InputError
 from workers.base import Job
 from workers.kits import series
 from workers.serving.liquid import (
-    CHECKPOINT_DIR,
     FLAG_Z,
     LiquidConfig,
     LiquidForecaster,
@@ -42,6 +41,7 @@ from workers.serving.liquid import (
     save_checkpoint,
     set_torch_threads,
 )
+from workers.training.args import USER_CHECKPOINT_DIR
 
 __all__ = [
     "CONFIGS",
@@ -368,7 +368,7 @@ def train_command(args: argparse.Namespace) -> int:
     set_torch_threads()
     minutes = float(getattr(args, "minutes", None) or 10.0)
     seed = int(getattr(args, "seed", None) or 0)
-    out = Path(getattr(args, "out", None) or CHECKPOINT_DIR)
+    out = Path(getattr(args, "out", None) or USER_CHECKPOINT_DIR)  # the bundled dir only when --out names it
     cfg = CONFIGS[model]
     res = train(cfg, seconds=minutes * 60, seed=seed)
     data = real_series()
