@@ -444,7 +444,7 @@ class RayExecutor(Executor):
         import ray
 
         # Ray's start must run on the main thread (it installs signal handlers).
-        ensure_ray(self.address)
+        await self.start()
         opts = self._placement(spec.options)
         actor_cls = ray.remote(PoolActor)
         handles = [

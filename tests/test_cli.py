@@ -80,7 +80,8 @@ def test_progress_and_summary_without_json(tmp_path: Path) -> None:
     assert "status: succeeded" in out.stdout and "cost per thought" in out.stdout
     cpu_line = next(ln for ln in out.stdout.splitlines() if ln.startswith("cpu: "))
     assert "worker" in cpu_line and "verifier" in cpu_line and "driver" in cpu_line
-    assert "plan ready: 1 steps" in out.stderr and "1/1 done" in out.stderr
+    assert "plan ready: 1 step (rules planner)" in out.stderr and "1/1 done" in out.stderr
+    assert "answer (maze.route):" in out.stdout and "path: " in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -286,3 +287,53 @@ def test_a_ray_run_prints_no_ray_warning(tmp_path: Path) -> None:
     assert "Token authentication" not in said and "RAY_AUTH_MODE" not in said
     assert not [ln for ln in said.splitlines() if "WARNING" in ln or ln.startswith("[20") or " W " in ln[:40]], said
     assert "started a local Ray" in out.stderr
+
+
+def test_text_output_tells_the_story_and_json_mode_prints_only_the_report(tmp_path: Path) -> None:
+    """Without --json: the plan with each step's settling tier, each escalation with its
+    reason, the answer drawn for its skill (a sudoku grid), totals with one meaning per name and
+    the legend on stdout; progress on stderr, advancing per step, its last line once. With
+    --json: stdout is the RunReport JSON and nothing else, stderr is empty."""
+    items = sudoku_items(9, 6, seed=101, givens=22)
+    task = write(tmp_path, "t.json", {"skill": "sudoku.solve", "inputs": {"items": items}})
+    out = cli("run", task, "--executor", "local", "--journal", str(tmp_path / "j.sqlite"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout.splitlines()
+    assert text[0] == "plan: 6 steps (rules planner)"
+    rows = [ln.split() for ln in text if ln.startswith("item")]
+    assert len(rows) == 6 and all(r[-1] == "verified" for r in rows)
+    climbs = [ln for ln in text if ln.startswith("  item") and " -> " in ln]
+    assert climbs, out.stdout  # hard puzzles climb: each climb names its reason
+    import re
+
+    assert all(re.match(r"  item\d+: \w+ -> \w+: \S.{8,}", ln) for ln in climbs), climbs
+    assert any("verifier" in ln and "rejected" in ln for ln in climbs)
+    # the answer drawn as a grid: the first item's solution, box by box
+    first = json.loads(cli("run", task, "--json", "--executor", "local", "--journal", str(tmp_path / "j2.sqlite")).stdout)["output"][0]["solution"]
+    row0 = " | ".join(" ".join(str(v) for v in first[0][c: c + 3]) for c in (0, 3, 6))
+    assert "answer (sudoku.solve, 6 items; the first 3):" in text and f"    {row0}" in text
+    escalated = next(ln for ln in text if ln.startswith("steps escalated: "))
+    assert f"steps escalated: {len({ln.split(':')[0] for ln in climbs})}  escalation events: {len(climbs)}" in escalated
+    legend = [ln for ln in text if ln.startswith("legend: ")]
+    assert len(legend) == 1 and all(w in legend[0] for w in ("verified", "accepted", "particles", "escalation events", "cost per thought"))
+    progress = out.stderr.splitlines()
+    done = [ln for ln in progress if " done " in ln]
+    assert [int(ln.split("] ")[1].split("/")[0]) for ln in done][-6:] == [1, 2, 3, 4, 5, 6]  # one line per settled step
+    assert sum("6/6 done" in ln for ln in progress) == 1  # the final line once
+    assert "starting pool sudoku.trm" in out.stderr  # pool start-up shows before the first step
+    quiet = cli("run", task, "--json", "--executor", "local", "--journal", str(tmp_path / "j3.sqlite"))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["status"] == "succeeded"
+
+
+def test_answers_are_drawn_for_their_skill() -> None:
+    from orchestrator.console import render_answer
+
+    grid = ["S.#", "..#", "#.G"]
+    maze_lines = render_answer("maze.route", {"path": [[0, 0], [1, 0], [1, 1], [2, 1], [2, 2]]}, inputs={"grid": grid})
+    assert maze_lines == ["path: 4 moves from (0, 0) to (2, 2)", "S.#", "**#", "#*G"]
+    fc = render_answer("series.forecast", {"mean": [1.0, 2.5], "p10": [0.5, 2.0], "p90": [1.5, 3.0]})
+    assert fc[0].startswith("forecast: 2 step(s) ahead") and fc[2] == "  t+2: 2.500  [2.000 .. 3.000]"
+    code = render_answer("code.function", {"code": "def f():\n    return 1"})
+    assert code == ["code verdict: not verified", "def f():", "    return 1"]
+    assert render_answer("route.assemble", {"legs": [1, 2]})[0] == "{"

@@ -13,15 +13,18 @@ import os
 import sys
 from typing import Any
 
+from rich.console import Console
+
 from orchestrator.config import FleetConfig
+from orchestrator.console import render_report
 from orchestrator.escalation import Policy, ladder_for
 from orchestrator.exit_status import _UsageError, interruptible, note_journal, run_guarded
 from orchestrator.fleet import Fleet
 from orchestrator.journal import journal_path
-from orchestrator.progress import Progress, summary
+from orchestrator.progress import Progress
 from orchestrator.taskfile import load_task, read_json
 from tinyfleet_core.errors import ConfigError
-from tinyfleet_core.models import RunReport, Step, Strategy
+from tinyfleet_core.models import RunReport, Step, Strategy, Task
 from workers.llm.client import OpenAISettings
 
 __all__ = ["main", "build_parser", "run_guarded"]
@@ -109,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_report(report: RunReport, as_json: bool) -> None:
+def _print_report(report: RunReport, as_json: bool, progress: Progress | None = None, task: Task | None = None) -> None:
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
-        print(summary(report))
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        render_report(report, console, reasons=progress.reasons if progress else None, inputs=task.inputs if task else None)
 
 
 def _make_fleet(args: argparse.Namespace, planner_name: str | None = None) -> Fleet:
@@ -130,13 +134,14 @@ def _make_fleet(args: argparse.Namespace, planner_name: str | None = None) -> Fl
     return Fleet.from_settings(config)
 
 
-async def _run_with_progress(fleet: Fleet, quiet: bool, **kw: Any) -> RunReport:
-    hook = None if quiet else Progress()
+async def _run_with_progress(fleet: Fleet, hook: Progress | None, **kw: Any) -> RunReport:
     if hook is not None:
         fleet.executor.add_listener(hook.executor_event)
     try:
         return await fleet.run(on_event=hook, **kw)
     finally:
+        if hook is not None:
+            hook.close()
         await fleet.close()
 
 
@@ -159,8 +164,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         journal = str(journal_path(fleet.journal_dir or "runs", task.id))
     if journal or args.resume:
         note_journal(journal or args.resume)
-    report = asyncio.run(interruptible(_run_with_progress(fleet, args.json, task=task, journal=journal, resume=args.resume)))
-    _print_report(report, args.json)
+    hook = None if args.json else Progress()
+    report = asyncio.run(interruptible(_run_with_progress(fleet, hook, task=task, journal=journal, resume=args.resume)))
+    _print_report(report, args.json, hook, task)
     return 0 if report.status == "succeeded" else 1
 
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from orchestrator.console import render_report
 from orchestrator.exit_status import interruptible, run_guarded
 from orchestrator.fleet import Fleet
-from orchestrator.progress import Progress, summary
+from orchestrator.progress import Progress
 from tinyfleet_core.errors import ConfigError, InputError
 
 from .agent import DayResult, run_day
@@ -66,28 +70,34 @@ def describe(result: DayResult) -> str:
     return "\n".join(lines)
 
 
-async def _run(scenario: Scenario, fleet: Fleet, out: str, quiet: bool) -> DayResult:
+async def _run(scenario: Scenario, fleet: Fleet, out: str, hook: Progress | None) -> DayResult:
+    if hook is not None:
+        fleet.executor.add_listener(hook.executor_event)
     try:
-        return await run_day(scenario, fleet, out, on_event=None if quiet else Progress())
+        return await run_day(scenario, fleet, out, on_event=hook)
     finally:
+        if hook is not None:
+            hook.close()
         await fleet.close()
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """Run the delivery day (``tinyfleet demo``). Prints the summary and where the map is,
-    or only the RunReport as JSON with ``--json``."""
+    """Run the delivery day (``tinyfleet demo``). Prints the plan, the escalations and why,
+    the day (the answer), the totals and the legend, or only the RunReport as JSON with
+    ``--json``; progress goes to stderr."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is an existing file; give a directory (it is created if missing)")
     scenario_file = getattr(args, "scenario", None)
     scenario = load_scenario(scenario_file) if scenario_file else generate(int(getattr(args, "seed", 7)))
     fleet = make_fleet(getattr(args, "planner", "rules"), args.executor, args.address)
-    result = asyncio.run(interruptible(_run(scenario, fleet, args.out, bool(args.json))))
+    hook = None if args.json else Progress()
+    result = asyncio.run(interruptible(_run(scenario, fleet, args.out, hook)))
     if args.json:
         print(result.report.model_dump_json(indent=2))
     else:
-        print(summary(result.report))
-        print(describe(result))
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        render_report(result.report, console, reasons=hook.reasons if hook else None, answer=False, extra=describe(result).splitlines())
     return 0 if result.ok else 1
 
 
