@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_benchmark", "plot_all"]
+__all__ = ["plot_benchmark"]
 
 _PREFERRED = ("items/s", "per s", "speed-up", "verified %")
 
@@ -78,12 +78,3 @@ def plot_benchmark(name: str, result: dict[str, Any], out: Path) -> Path | None:
     finally:
         plt.close(fig)
 
-
-def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
-    """One PNG per benchmark in ``results["benchmarks"]``; returns the files written."""
-    written = []
-    for name, res in results["benchmarks"].items():
-        p = plot_benchmark(name, res, out)
-        if p is not None:
-            written.append(p)
-    return written

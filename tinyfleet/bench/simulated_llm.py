@@ -1,5 +1,6 @@
 """A simulated large model for the benchmarks: stated latency, token counts, prices and
-error rates, served over OpenAI-compatible HTTP by :class:`.stub_server.BenchStubServer`.
+error rates, served over OpenAI-compatible HTTP by :class:`.stub_server.BenchStubServer` (on the
+one fake server, :class:`tinyfleet.testing.ScriptedOpenAIServer`).
 
 It is not a model. It answers an escalated step with the task kit's right answer (sudoku
 search, BFS; for forecasts, which have no right answer, seasonal naive with widening bands),
