@@ -8,6 +8,11 @@ worker pools, an escalation policy and a budget.
     ('succeeded', [3, 1, 2, 4])
     >>> fleet.close_sync()
 
+Synchronous code can hold the fleet in a ``with`` block, which closes its pools on exit::
+
+    with Fleet(executor="local") as fleet:
+        report = fleet.run_sync(task)          # or fleet.run_plan_sync(plan)
+
 With no arguments it builds the offline default: the rule planner, the bundled workers and
 a local Ray (``executor="ray"``).
 """
@@ -16,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.budget import BudgetTracker
 from orchestrator.config import FleetConfig
@@ -40,6 +45,7 @@ from workers.registry import SkillRegistry
 __all__ = ["Fleet"]
 
 Hook = Callable[[Event], None]
+T = TypeVar("T")
 
 
 class Fleet:
@@ -294,17 +300,27 @@ class Fleet:
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
 
-    def run_sync(self, task: Task | dict[str, Any] | None = None, **kw: Any) -> RunReport:
-        """``run`` for plain synchronous code. Inside a running event loop, await ``run``."""
+    def _sync(self, what: str, aw: Coroutine[Any, Any, T]) -> T:
+        """Run ``aw`` on this fleet's own event loop (kept between calls, so pools started by
+        one sync call serve the next)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             pass
         else:
-            raise ConfigError("run_sync() was called inside a running event loop; use 'await fleet.run(task)' there")
+            aw.close()
+            raise ConfigError(f"{what}() was called inside a running event loop; use 'await fleet.{what.removesuffix('_sync')}(...)' there")
         if self._sync_loop is None or self._sync_loop.is_closed():
             self._sync_loop = asyncio.new_event_loop()
-        return self._sync_loop.run_until_complete(self.run(task, **kw))
+        return self._sync_loop.run_until_complete(aw)
+
+    def run_sync(self, task: Task | dict[str, Any] | None = None, **kw: Any) -> RunReport:
+        """``run`` for plain synchronous code. Inside a running event loop, await ``run``."""
+        return self._sync("run_sync", self.run(task, **kw))
+
+    def run_plan_sync(self, plan: Plan, task: Task | None = None, **kw: Any) -> RunReport:
+        """``run_plan`` for plain synchronous code: run a hand-built plan (validated first)."""
+        return self._sync("run_plan_sync", self.run_plan(plan, task, **kw))
 
     async def close(self) -> None:
         """Stop the fleet's pools (a local Ray started by the fleet is left for reuse)."""
@@ -313,11 +329,22 @@ class Fleet:
             self._executor = None if not isinstance(self._executor_arg, Executor) else self._executor
 
     def close_sync(self) -> None:
+        """``close`` for plain synchronous code (what ``with Fleet(...) as fleet:`` calls on exit)."""
         if self._sync_loop is not None and not self._sync_loop.is_closed():
-            self._sync_loop.run_until_complete(self.close())
+            self._sync("close_sync", self.close())
             self._sync_loop.close()
         elif self._executor is not None:
-            asyncio.run(self.close())
+            self._sync("close_sync", self.close())
+            if self._sync_loop is not None:
+                self._sync_loop.close()
+
+    def __enter__(self) -> Fleet:
+        """``with Fleet(...) as fleet:`` for synchronous code: ``fleet.run_sync(task)`` and
+        ``fleet.run_plan_sync(plan)`` inside; the pools are closed on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
 
     async def __aenter__(self) -> Fleet:
         return self
