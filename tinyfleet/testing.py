@@ -194,6 +194,9 @@ class ScriptedOpenAIServer:
         self.counter = counter
         self.keep_requests = keep_requests
         self._queues = {name: threading.BoundedSemaphore(n) for name, n in (max_in_flight or {}).items()}
+        self._in_flight: dict[str, int] = {}
+        self.peak_in_flight: dict[str, int] = {}
+        """Per queue: the most replies it served at once."""
         self.requests: list[RecordedRequest] = []
         self.usage: list[tuple[str, int, int]] = []  # (model, prompt, completion) per successful reply
         self._queue: deque[Script] = deque()
@@ -265,6 +268,11 @@ class ScriptedOpenAIServer:
         self.stop()
 
     # ------------------------------------------------------------------ answering
+
+    def _count_in_flight(self, queue: str, step: int) -> None:
+        with self._lock:
+            n = self._in_flight[queue] = self._in_flight.get(queue, 0) + step
+            self.peak_in_flight[queue] = max(self.peak_in_flight.get(queue, 0), n)
 
     def _next(self, req: RecordedRequest) -> Script:
         with self._lock:
@@ -388,8 +396,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         left = delay_s - (time.monotonic() - since if since is not None else 0.0)
         if slot is not None:
             with slot:  # wait for a slot of the queue, then serve for the time left
-                if left > 0 and self.owner._stopping.wait(left):
-                    return
+                self.owner._count_in_flight(str(queue), +1)
+                try:
+                    if left > 0 and self.owner._stopping.wait(left):
+                        return
+                finally:
+                    self.owner._count_in_flight(str(queue), -1)
         elif left > 0 and self.owner._stopping.wait(left):
             return
         try:
