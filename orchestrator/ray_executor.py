@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
 from orchestrator.batching import Batcher
 from orchestrator.executor import Executor, PoolSpec, _LocalPool, run_worker_batch
 from tinyfleet_core.errors import ConfigError, TinyfleetError, WorkerError, WorkerUnavailable
@@ -517,45 +519,66 @@ class RayExecutor(Executor):
         return attempt
 
     async def _dispatch(self, pool: _RayPool, jobs: list[Job]) -> list[Attempt]:
+        """Send a batch to the least busy actor; re-send it (tenacity: at most ``max_resends``
+        times, backing off ``backoff_s`` x the attempt number, jittered) while actors die."""
+
+        def backoff(state: RetryCallState) -> float:
+            return self.backoff_s * state.attempt_number * (0.5 + random.random())
+
+        def note(state: RetryCallState) -> None:
+            err = state.outcome.exception() if state.outcome is not None else None
+            log.info("pool %s: batch of %d re-sent after %s", pool.spec.name, len(jobs), type(err).__name__)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_resends + 1),
+            retry=retry_if_exception_type(_ActorGone),
+            wait=backoff,
+            before_sleep=note,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    out = await self._send_once(pool, jobs)
+        except _ActorGone as e:
+            raise WorkerUnavailable(
+                f"pool {pool.spec.name!r}: no live actor answered a batch of {len(jobs)} after {self.max_resends} re-sends; last error: {e}"
+            ) from None
+        resends = retrying.statistics.get("attempt_number", 1) - 1
+        if resends:
+            out = [a.model_copy(update={"info": {**a.info, "resends": resends}}) for a in out]
+        self.stats.batches += 1
+        return out
+
+    async def _send_once(self, pool: _RayPool, jobs: list[Job]) -> list[Attempt]:
+        """One try: _ActorGone when the actor died or is unavailable (worth a re-send), a
+        typed error for anything else."""
         import ray
 
-        resends = 0
-        last = ""
-        for attempt_no in range(self.max_resends + 1):
-            slot = min(pool.actors, key=lambda a: a.inflight)
-            slot.inflight += 1
-            try:
-                async with slot.sem:
-                    ref = slot.handle.solve.remote(jobs)
-                    try:
-                        out: list[Attempt] = await asyncio.wait_for(ref, pool.options.timeout_s)
-                    except TimeoutError:
-                        ray.cancel(ref, force=False)
-                        raise WorkerError(
-                            f"pool {pool.spec.name!r} took longer than {pool.options.timeout_s:g} s on a batch of {len(jobs)}"
-                        ) from None
-            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError,
-                    ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
-                resends += 1
-                self.stats.resends += len(jobs)
-                last = _ray_message(e)
-                log.info("pool %s: batch of %d re-sent after %s", pool.spec.name, len(jobs), type(e).__name__)
-                await asyncio.sleep(self.backoff_s * (1 + attempt_no) * (0.5 + random.random()))
-                continue
-            except ray.exceptions.RayTaskError as e:
-                cause = getattr(e, "cause", None)
-                if isinstance(cause, TinyfleetError):
-                    raise cause from None
-                raise WorkerError(f"pool {pool.spec.name!r}: {_ray_message(e)}") from None
-            finally:
-                slot.inflight -= 1
-            if resends:
-                out = [a.model_copy(update={"info": {**a.info, "resends": resends}}) for a in out]
-            self.stats.batches += 1
-            return out
-        raise WorkerUnavailable(
-            f"pool {pool.spec.name!r}: no live actor answered a batch of {len(jobs)} after {self.max_resends} re-sends; last error: {last}"
-        )
+        slot = min(pool.actors, key=lambda a: a.inflight)
+        slot.inflight += 1
+        try:
+            async with slot.sem:
+                ref = slot.handle.solve.remote(jobs)
+                try:
+                    out: list[Attempt] = await asyncio.wait_for(ref, pool.options.timeout_s)
+                except TimeoutError:
+                    ray.cancel(ref, force=False)
+                    raise WorkerError(
+                        f"pool {pool.spec.name!r} took longer than {pool.options.timeout_s:g} s on a batch of {len(jobs)}"
+                    ) from None
+        except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError,
+                ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
+            self.stats.resends += len(jobs)
+            raise _ActorGone(_ray_message(e)) from None
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, TinyfleetError):
+                raise cause from None
+            raise WorkerError(f"pool {pool.spec.name!r}: {_ray_message(e)}") from None
+        finally:
+            slot.inflight -= 1
+        return out
 
     async def close(self) -> None:
         import ray
@@ -574,6 +597,10 @@ class RayExecutor(Executor):
                     except ray.exceptions.RayError:  # already gone
                         pass
         self._pools.clear()
+
+
+class _ActorGone(Exception):
+    """The actor that had a batch died or is unavailable: the batch is re-sent."""
 
 
 def _ray_message(e: BaseException) -> str:
