@@ -51,7 +51,7 @@ def test_cluster_yaml_passes_rays_own_validator() -> None:
     assert any("ray[default]==" in c for c in prepared["setup_commands"])
     broken = copy.deepcopy(config)
     broken["available_node_types"]["cpu_worker"]["max_workerz"] = 3
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="max_workerz"):  # Ray's schema error names the bad key
         validate_config(prepare_config(broken))
 
 
@@ -196,3 +196,24 @@ def test_ray_job_submit_runs_a_task_on_a_local_head(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+async def test_a_pool_with_no_live_actor_gives_up_after_max_resends(ray_session: None) -> None:
+    """The re-send loop (tenacity) tries max_resends more times, counts every failed send per
+    item, and then says so as WorkerUnavailable, never a hang."""
+    import ray
+
+    from orchestrator import WorkerUnavailable
+    from workers import Job
+
+    ex = RayExecutor(max_resends=2, backoff_s=0.01)
+    try:
+        await ex.ensure_pool(PoolSpec("doomed", SudokuExactSolver, PoolOptions(num_cpus=0, replicas=1)))
+        (handle,) = ex.actor_handles("doomed")
+        ray.kill(handle, no_restart=True)
+        item = sudoku_items(4, 1, 0)[0]
+        with pytest.raises(WorkerUnavailable, match=r"pool 'doomed': no live actor answered a batch of 1 after 2 re-sends"):
+            await ex.submit("doomed", Job(sudoku.SudokuInput.model_validate(item)))
+        assert ex.stats.resends == 3  # the first send and both re-sends failed, one item each
+    finally:
+        await ex.close()
