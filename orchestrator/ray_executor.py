@@ -81,8 +81,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
     Attaching passes no resource arguments. Token authentication: a local start sets
     ``RAY_AUTH_MODE=token`` explicitly unless it is set (Ray's default, without its warning on
-    every run); attaching turns token mode on when a token is available (``RAY_AUTH_TOKEN``,
-    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and ``RAY_AUTH_MODE`` is unset."""
+    every run); attaching to the cluster found on this machine turns token mode on when a token
+    is available (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and
+    ``RAY_AUTH_MODE`` is unset, as Ray does; an explicit address keeps ``RAY_AUTH_MODE`` as the
+    user set it, and a refused token is one ConfigError saying what to export."""
     import ray
 
     if ray.is_initialized():
@@ -131,6 +133,8 @@ class RayTarget:
     host: str
     port: int
     how: str
+    discovered: bool = False
+    """Found on this machine ('ray start' address file), not given as an address."""
 
 
 def _split_host_port(addr: str) -> tuple[str, int] | None:
@@ -191,7 +195,7 @@ def resolve_address(address: str | None) -> RayTarget | None:
                 raise ConfigError(f"{source} auto: no Ray cluster runs on this machine; {_WHAT_TO_DO}")
             return None  # none (or a stale address file): start a local Ray
         assert found is not None
-        return RayTarget(found, *parsed, how="the Ray cluster that 'ray start' runs on this machine")
+        return RayTarget(found, *parsed, how="the Ray cluster that 'ray start' runs on this machine", discovered=True)
     if given.startswith(("http://", "https://")):
         raise ConfigError(
             f"{source} {given} is a dashboard (job submission) address; tinyfleet attaches to the GCS "
@@ -204,7 +208,7 @@ def resolve_address(address: str | None) -> RayTarget | None:
     why = _reachable(*parsed)
     if why is not None:
         raise ConfigError(f"cannot reach a Ray cluster at {given}: {why}; {_WHAT_TO_DO}")
-    return RayTarget(given, *parsed, how="the Ray cluster")
+    return RayTarget(given, *parsed, how="the Ray cluster", discovered=False)
 
 
 def _auth_mode_default(mode: str) -> None:
@@ -246,8 +250,10 @@ def _attach(target: RayTarget) -> None:
     import ray
 
     global connection
-    if _token_available():
-        _auth_mode_default("token")  # a token-auth cluster needs it; one without ignores it
+    if target.discovered and _token_available():
+        # as Ray does for a cluster it finds itself: a 'ray start' head on this machine with a
+        # token around runs token auth. An explicit address keeps the user's RAY_AUTH_MODE.
+        _auth_mode_default("token")
     try:
         with _keep_sigterm_handler():
             ray.init(address=target.address, logging_level=logging.WARNING, log_to_driver=False)
