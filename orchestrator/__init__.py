@@ -21,7 +21,6 @@ from orchestrator.journal import Journal
 from orchestrator.ray_executor import RayExecutor
 from orchestrator.tracing import OpenTelemetryHook, StepSpans
 from planners.plan_check import validate_plan
-
 from tinyfleet_core import *  # noqa: F403  (data models, errors, prices: tinyfleet_core.__all__)
 
 __all__ = [

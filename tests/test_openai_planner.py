@@ -437,7 +437,7 @@ async def test_api_key_appears_in_no_log_event_report_journal_or_exception(
 def test_missing_key_is_a_config_error_saying_what_to_set() -> None:
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         OpenAIPlanner.from_env(env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
-    with pytest.raises(ConfigError, match="timeout_s"):
+    with pytest.raises(ConfigError, match="TINYFLEET_LLM_TIMEOUT_S"):
         OpenAISettings.from_env(env={"OPENAI_API_KEY": KEY, "TINYFLEET_LLM_TIMEOUT_S": "soon"})
     s = OpenAISettings.from_env(
         env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://h/v1", "TINYFLEET_LARGE_MODEL": "L", "TINYFLEET_SMALL_MODEL": "S"},
