@@ -20,6 +20,7 @@ Shapes: B batch, P prefix tokens, S cells, L = P + S, D model width, C answer cl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -308,10 +309,17 @@ def run_recursive(
     max_steps: int | Tensor,
     *,
     halt: bool = True,
+    calibrate: Callable[[Tensor], Tensor] | None = None,
+    halt_threshold: float | None = None,
 ) -> Inference:
     """Run supervision steps until each row's halting head says stop (or its step cap); rows that halt leave the batch and answer from their halting step.
     ``max_steps`` is one cap for all rows or a (B,) tensor of caps. ``halt=False`` runs
-    every row to its cap."""
+    every row to its cap.
+
+    ``calibrate`` maps the raw halting logits (b,) to the confidence reported (default: the
+    model's own, ``sigmoid``); with ``halt_threshold`` a row halts once that confidence is
+    >= the threshold instead of by the model's own rule (TRM: logit > 0; HRM: q_halt >
+    q_continue). Both come from a checkpoint's calibration (workers.serving.calibration)."""
     B = tokens.shape[0]
     dev = tokens.device
     caps = max_steps.to(dev) if isinstance(max_steps, Tensor) else torch.full((B,), int(max_steps), device=dev)
@@ -324,11 +332,11 @@ def run_recursive(
     state = model.init_state(B)
     while live.numel():
         out = model.step(x, state)
-        p = model.confidence(out).float()  # (b,)
+        p = (calibrate(out.halt) if calibrate is not None else model.confidence(out)).float()  # (b,)
         steps[live] += 1
         done = steps[live] >= caps[live]
         if halt:
-            done |= model.should_halt(out)
+            done |= (p >= halt_threshold) if halt_threshold is not None else model.should_halt(out)
         idx = live[done]
         pred[idx] = out.logits[done].argmax(-1)
         conf[idx] = p[done]

@@ -35,6 +35,7 @@ from workers.base import Job, Worker
 from workers.kits import maze, sudoku
 from workers.models.hrm import HRM, HRMConfig
 from workers.models.trm import IGNORE, TRM, TRMConfig, run_recursive
+from workers.serving.calibration import Calibration
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -527,9 +528,23 @@ class _RecursiveWorker(Worker):
         return max(1, min(default, job.max_depth)) if job.max_depth else default
 
     def _run(self, size: int, tokens: np.ndarray, caps: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        model, _ = self.models[size]
+        """Per row: predicted classes, confidence and steps. A card with a "calibration"
+        (workers.serving.calibration) halts a row once its calibrated confidence reaches the
+        card's threshold and reports that confidence; a card without one, as the model says."""
+        model, card = self.models[size]
         t = torch.from_numpy(tokens).to(self.device)
-        res = run_recursive(model, t, torch.tensor(caps, dtype=torch.long), halt=True)
+        cap = torch.tensor(caps, dtype=torch.long)
+        name = f"{self.skill}-{self.model_kind}-{size if size > 0 else f'f{-size}'}"  # key -F: the frame model
+        cal = Calibration.from_card(card, f"model card of {name}")
+        if cal is None:
+            res = run_recursive(model, t, cap, halt=True)
+        else:
+            apply = cal.apply
+
+            def calibrate(h: torch.Tensor) -> torch.Tensor:
+                return torch.from_numpy(apply(h.float().cpu().numpy())).float().to(h.device)
+
+            res = run_recursive(model, t, cap, halt=True, calibrate=calibrate, halt_threshold=cal.threshold)
         return res.pred.cpu().numpy(), res.confidence.cpu().numpy(), res.steps.cpu().numpy()
 
 
