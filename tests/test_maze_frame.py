@@ -26,6 +26,7 @@ from workers.registry import SkillRegistry
 from workers.serving.neural import (
     MAZE_PAD,
     TRMMazeWorker,
+    available_frames,
     checkpoint_path,
     decode_maze,
     dihedral,
@@ -47,8 +48,10 @@ from workers.training.evaluation import eval_command
 
 torch.set_num_threads(1)
 
-FRAMES = served_frames("maze.route", "trm")
-needs_frame = pytest.mark.skipif(not FRAMES, reason="no served TRM maze frame checkpoint is bundled")
+FRAMES = available_frames("maze.route", "trm")  # bundled, served or not (the f15 card measures below the floor)
+SERVED = served_frames("maze.route", "trm")
+needs_frame = pytest.mark.skipif(not FRAMES, reason="no TRM maze frame checkpoint is bundled")
+needs_served = pytest.mark.skipif(not SERVED, reason="the bundled frame checkpoint measures below the serving floor")
 
 
 def _card() -> dict[str, Any]:
@@ -189,9 +192,15 @@ def test_dihedral_particles_map_rectangular_answers_back() -> None:
 # ------------------------------------------------------------------ the bundled checkpoint
 
 
+class _AnyFrameWorker(TRMMazeWorker):
+    """The maze worker serving the bundled frame checkpoint whatever its card measured."""
+
+    min_exact = 0.0
+
+
 @pytest.fixture(scope="module")
 def worker() -> TRMMazeWorker:
-    w = TRMMazeWorker()
+    w = _AnyFrameWorker()
     w.setup("cpu")
     return w
 
@@ -217,7 +226,7 @@ def test_the_frame_model_answers_rectangular_ringless_grids(worker: TRMMazeWorke
     assert all(a.error != "no trm checkpoint for 6x8 mazes" for a in attempts)
     assert all("frame" in a.info for a in attempts if a.output is not None)
     ok = sum(a.output is not None and maze.check_path(g, a.output["path"]) is None for g, a in zip(grids, attempts, strict=True))
-    floor = _card_exact("random", 6, 8) - 0.15  # 40 grids: a few points of noise, and any shortest path counts
+    floor = _card_exact("random", 6, 8) - 0.1  # 40 grids: a few points of noise, and any shortest path counts
     assert ok >= floor * len(grids), (ok, _card_exact("random", 6, 8))
 
 
@@ -241,8 +250,9 @@ def test_grids_larger_than_the_frame_are_declined_with_a_reason(worker: TRMMazeW
     big = mf.generate_family("random", 16, 9, random.Random(6))
     (a,) = worker.solve_batch([Job(maze.MazeInput(grid=big))])
     assert a.output is None and "16x9" in (a.error or "") and "frame" in (a.error or "")
-    assert maze_decline(big) is not None and maze_decline(mf.generate_family("random", 9, 14, random.Random(7))) is None
-    assert not maze_accepts()(maze.MazeInput(grid=big))
+    assert maze_decline(big) is not None and not maze_accepts()(maze.MazeInput(grid=big))
+    if SERVED:
+        assert maze_decline(mf.generate_family("random", 9, 14, random.Random(7))) is None
 
 
 def _frame_registry() -> SkillRegistry:
@@ -254,7 +264,7 @@ def _frame_registry() -> SkillRegistry:
     return SkillRegistry([skill])
 
 
-@needs_frame
+@needs_served
 async def test_a_fleet_settles_most_small_rectangular_random_grids_at_the_trm_tier() -> None:
     rng = random.Random("tests:frame:fleet")
     grids = [mf.generate_family("random", rng.randint(5, 8), rng.randint(5, 8), rng) for _ in range(30)]

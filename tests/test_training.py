@@ -164,3 +164,44 @@ def test_learning_rate_warms_up_then_decays_by_cosine_to_its_floor() -> None:
     assert _lr_at(50, r, 0.5) == pytest.approx(0.55e-3)
     assert _lr_at(50, r, 1.0) == pytest.approx(1e-4)
     assert _lr_at(50, Recipe(lr=1e-3, warmup=10), 0.9) == pytest.approx(1e-3)  # min_lr 1.0: constant
+
+
+def test_train_without_out_writes_to_a_user_directory_not_the_bundled_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workers.serving.neural import CHECKPOINT_DIR
+
+    monkeypatch.chdir(tmp_path)
+    bundled = {p.name: p.stat().st_mtime_ns for p in CHECKPOINT_DIR.iterdir()}
+    args = argparse.Namespace(skill="sudoku.solve", model="trm", size=4, minutes=0.01, seed=1, out=None, resume=None, eval_n=8)
+    assert train_command(args) == 0
+    written = tmp_path / "checkpoints" / "sudoku.solve-trm-4.safetensors"
+    assert written.exists() and written.with_suffix(".json").exists()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"] == str(Path("checkpoints") / written.name)
+    assert {p.name: p.stat().st_mtime_ns for p in CHECKPOINT_DIR.iterdir()} == bundled  # nothing bundled changed
+
+
+def test_train_help_states_where_checkpoints_go() -> None:
+    from tinyfleet.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["train"].format_help()
+    assert "./checkpoints" in text and "--out names it" in " ".join(text.split())
+    assert "--frame" in text and "--report-n" in text
+    assert "--family" in sub.choices["eval"].format_help()
+
+
+def test_a_frame_model_trains_on_sub_frames_and_writes_a_card_saying_what_it_takes(tmp_path: Path) -> None:
+    from workers.serving.neural import checkpoint_path
+
+    card = train("maze.route", "trm", 9, 0.03, 2, tmp_path, frame=9, final_eval_n=8, report_n=4,
+                 overrides={"pool": 400, "d": 32})
+    path = checkpoint_path("maze.route", "trm", 9, tmp_path, frame=True)
+    assert path.name == "maze.route-trm-f9.safetensors" and path.exists()
+    takes = card["takes"]
+    assert card["frame"] == takes["frame"] == 9 and card["config"]["seq_len"] == 81 and card["config"]["vocab"] == 5
+    shapes = {(r["family"], r["rows"], r["cols"]) for r in takes["exact_by_family"]}
+    assert ("perfect", 11, 11) in shapes and ("random", 6, 8) in shapes  # a ringed 11x11 fits a 9 frame
+    assert ("perfect", 15, 15) not in shapes  # larger than the frame: not reported
+    assert {"batch_1", "batch_256"} <= set(takes["items_per_s"])
