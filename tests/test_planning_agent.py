@@ -189,6 +189,42 @@ def test_whole_city_legs_skip_the_window_only_tier() -> None:
     assert far.window is None and far.offset == (0, 0) and len(far.grid) == len(s.grid)
 
 
+def test_a_city_that_fits_the_frame_is_routed_whole_from_the_bottom_of_the_ladder() -> None:
+    """With a frame model (frame 15), a 13x13 city (or 17x17 with its wall ring) needs no
+    window: every leg is the whole city and starts at the first tier; a 21x21 city still
+    gets windows (up to the frame with its ring, 17) or whole-city legs past the tiny tier."""
+    small = generate(SEED, size=17, n_stops=4)
+    choice = {"order": [st.id for st in small.stops]}
+    plan = build_plan_b(small, choice, window_sizes=[7, 17], city_start="greedy", frame=15)
+    legs = [st for st in plan.steps if st.skill == "maze.route"]
+    assert legs and all(len(st.inputs["grid"]) == 17 for st in legs)
+    assert all(st.strategy.start_tier is None for st in legs)
+    big = generate(SEED)
+    far = leg_grid(big.grid, (1, 1), (len(big.grid) - 2, len(big.grid) - 2), [7, 17], frame=15)
+    assert far.window is None and len(far.grid) == len(big.grid)  # no window holds it: the whole city
+    near = leg_grid(big.grid, (1, 1), (5, 9), [7, 17], frame=15)
+    assert near.window in (7, 17) and len(near.grid) == near.window
+
+
+def test_the_registry_decides_where_whole_city_legs_start() -> None:
+    from tinyfleet.examples.planning_agent.legs import city_fits, frame_side
+    from workers.serving.neural import served_frames
+
+    reg = _heuristic_routes()
+    routes = maze_skill()
+    routes.ladder = [Tier("trm", MazeGreedyWorker, "tiny"), *[t for t in routes.ladder if t.kind == "heuristic"]]
+    reg.register(routes)
+    frames = served_frames("maze.route", "trm")
+    assert frame_side(reg) == (frames[-1] if frames else None)
+    small, big = generate(SEED, size=13, n_stops=3), generate(SEED)
+    assert city_start_tier(reg, grid=big.grid) == "greedy"  # 21x21 fits no 15 frame
+    if frames:
+        assert city_fits(small.grid, frames[-1]) and city_start_tier(reg, grid=small.grid) is None
+        assert frames[-1] + 2 in window_sizes(reg)
+    else:
+        assert city_start_tier(reg, grid=small.grid) == "greedy"
+
+
 # ---------------------------------------------------------------------------- verifiers
 
 

@@ -6,8 +6,9 @@ the stops that fit the shift.
 
 Phase B (one DAG, built from phase A's verified choice): one ``maze.route`` step per leg
 (depot -> first stop -> ... -> depot), all in parallel, then ``delivery.itinerary`` that takes
-every leg by ``$ref``. A leg that fits a window of the bundled TRM checkpoints' size is routed
-on that window, so the tiny model can take it (see ``legs.py``).
+every leg by ``$ref``. A city that fits the TRM frame model's frame is routed whole; in a
+larger one, a leg that fits a window the TRM checkpoints read is routed on that window, so the
+tiny model can take it (see ``legs.py``).
 
 The legs depend on the chosen order, which no planner can know before the forecasts are in,
 so phase B is planned once phase A's choice is verified. The two reports are merged into one
@@ -42,7 +43,7 @@ from tinyfleet_core.models import Cost, Event, Plan, RunReport, RunStatus, Step,
 from tinyfleet_core.refs import expand_task_inputs
 from workers.base import Tier
 
-from .legs import city_start_tier, leg_grid, window_sizes
+from .legs import city_fits, city_start_tier, frame_side, leg_grid, window_sizes
 from .render import render_day
 from .scenario import Scenario, hour_label
 from .skills import ItineraryOutput
@@ -106,20 +107,24 @@ def build_plan_a(s: Scenario) -> Plan:
 
 
 def build_plan_b(
-    s: Scenario, choice: dict[str, Any], *, window_sizes: Sequence[int] = (), city_start: str | None = None
+    s: Scenario, choice: dict[str, Any], *, window_sizes: Sequence[int] = (), city_start: str | None = None,
+    frame: int | None = None,
 ) -> Plan:
     """One ``maze.route`` step per leg of the chosen tour, then ``delivery.itinerary``.
 
-    A leg that fits a window of a side in ``window_sizes`` (see ``legs.leg_grid``) is routed
-    on that window from the bottom of the ladder; the others are routed on the whole city,
-    starting at tier ``city_start`` when given (skipping tiers that read only windows)."""
+    When the city fits ``frame`` (a served TRM frame model's), every leg is routed on the
+    whole city from the bottom of the ladder. Otherwise a leg that fits a window of a side in
+    ``window_sizes`` (see ``legs.leg_grid``) is routed on that window from the bottom of the
+    ladder; the others are routed on the whole city, starting at tier ``city_start`` when
+    given (skipping tiers that read only windows)."""
     cells = {st.id: st.cell for st in s.stops}
     order = list(choice["order"])
     tour = [s.depot, *[cells[i] for i in order], s.depot] if order else []
     steps, legs = [], []
     for k in range(len(tour) - 1):
-        lg = leg_grid(s.grid, tour[k], tour[k + 1], window_sizes)
-        strategy = Strategy(start_tier=city_start) if lg.window is None and city_start else Strategy()
+        lg = leg_grid(s.grid, tour[k], tour[k + 1], window_sizes, frame)
+        whole = lg.window is None and not city_fits(s.grid, frame)  # a whole city the frame model cannot read
+        strategy = Strategy(start_tier=city_start) if whole and city_start else Strategy()
         steps.append(Step(id=f"leg{k}", skill="maze.route", inputs={"grid": lg.grid}, strategy=strategy))
         legs.append({"path": {"$ref": f"leg{k}.path"}, "offset": list(lg.offset)})
     itinerary = {**_day_inputs(s), "shift_start_hour": s.shift_start_hour, "choice": choice, "legs": legs}
@@ -291,6 +296,7 @@ async def _phases(
     plan_a: Plan,
     sizes: list[int],
     city_start: str | None,
+    frame: int | None = None,
 ) -> tuple[list[RunReport], list[Plan], dict[str, Any] | None]:
     """Run phase A, then (when its choice is verified) phase B built from it."""
     report_a = await fleet.run(task_a, plan=plan_a, journal=out / "journal-a.sqlite", on_event=relay.phase("forecast+choose"))
@@ -298,7 +304,7 @@ async def _phases(
     if report_a.status != "succeeded" or choose is None or choose.output is None:
         return [report_a], [plan_a], None
     relay.steps_before = len(plan_a.steps)
-    plan_b = build_plan_b(scenario, choose.output, window_sizes=sizes, city_start=city_start)
+    plan_b = build_plan_b(scenario, choose.output, window_sizes=sizes, city_start=city_start, frame=frame)
     report_b = await fleet.run(day_task(scenario, "b"), plan=plan_b, journal=out / "journal-b.sqlite", on_event=relay.phase("route+itinerary"))
     itinerary = None
     if report_b.status == "succeeded" and isinstance(report_b.output, dict):
@@ -324,10 +330,11 @@ async def run_day(scenario: Scenario, fleet: Fleet, out_dir: str | Path, on_even
         _check_llm_plan(plan_a, scenario, task_a)
     # phase B's routing pools boot while phase A forecasts (the window-only tier only when
     # some window size is served)
-    sizes, city_start = window_sizes(fleet.registry), city_start_tier(fleet.registry)
+    sizes, frame = window_sizes(fleet.registry), frame_side(fleet.registry)
+    city_start = city_start_tier(fleet.registry, grid=scenario.grid)
     warming = asyncio.ensure_future(warm_pools(fleet, "maze.route", None if sizes else city_start))
     try:
-        reports, plans, itinerary = await _phases(scenario, fleet, out, relay, task_a, plan_a, sizes, city_start)
+        reports, plans, itinerary = await _phases(scenario, fleet, out, relay, task_a, plan_a, sizes, city_start, frame)
     finally:
         await warming
     report = merge_reports(scenario.name, reports, output=itinerary, wall_s=time.monotonic() - started, planner_cost=planner_cost)
