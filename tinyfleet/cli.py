@@ -86,10 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, choices=["trm", "hrm", "cfc", "ltc"])
     t.add_argument("--size", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default=None)
+    t.add_argument("--out", default=None, help="output directory (default ./checkpoints; the bundled workers/checkpoints only when named here)")
     from workers.training.args import add_train_options
 
     add_train_options(t)
+
+    sub.add_parser("calibrate", add_help=False,
+                   help="fit a checkpoint's halting and confidence on held-out items (tinyfleet calibrate --help)")
 
     e = sub.add_parser("eval", help="evaluate a bundled or given checkpoint")
     e.add_argument("--skill", required=True)
@@ -255,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
     def command() -> int:
+        given = sys.argv[1:] if argv is None else list(argv)
+        if given[:1] == ["calibrate"]:  # its options live with the calibration code (torch-heavy)
+            from workers.training.calibrate import main as calibrate_main
+
+            return int(calibrate_main(given[1:]))
         args = build_parser().parse_args(argv)
         return _COMMANDS[args.command](args)
 

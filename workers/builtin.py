@@ -30,7 +30,15 @@ from workers.kits.classic import (
 from workers.kits.verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
 from workers.registry import SkillRegistry
 from workers.serving.liquid import series_skills
-from workers.serving.neural import HRMMazeWorker, HRMSudokuWorker, TRMMazeWorker, TRMSudokuWorker, served_sizes
+from workers.serving.neural import (
+    HRMMazeWorker,
+    HRMSudokuWorker,
+    TRMMazeWorker,
+    TRMSudokuWorker,
+    maze_accepts,
+    served_frames,
+    served_sizes,
+)
 
 __all__ = ["default_registry", "sudoku_skill", "maze_skill", "route_skill"]
 
@@ -63,9 +71,16 @@ def _sudoku_fits(inp: BaseModel, sizes: frozenset[int]) -> bool:
     return isinstance(inp, sudoku.SudokuInput) and len(inp.puzzle) in sizes
 
 
-def _maze_fits(inp: BaseModel, sizes: frozenset[int]) -> bool:
-    """Square mazes of a served checkpoint's side."""
-    return isinstance(inp, maze.MazeInput) and len(inp.grid) == len(inp.grid[0]) and len(inp.grid) in sizes
+def _maze_tiers() -> list[Tier]:
+    """The maze's tiny tiers: a model kind is a tier when it serves a frame checkpoint (any grid
+    that fits the frame, square or not, ringed or not) or a per-size one (square ringed mazes
+    of that side); other grids skip it without counting as an escalation."""
+    workers: dict[str, type[Worker]] = {"trm": TRMMazeWorker, "hrm": HRMMazeWorker}
+    return [
+        Tier(model, worker, "tiny", _TORCH_POOL, maze_accepts(model))
+        for model, worker in workers.items()
+        if served_frames("maze.route", model) or served_sizes("maze.route", model)
+    ]
 
 
 def _looks_like_sudoku(inputs: dict[str, Any]) -> bool:
@@ -99,7 +114,7 @@ def maze_skill() -> Skill:
         input_model=maze.MazeInput,
         output_model=maze.MazeOutput,
         ladder=[
-            *_tiny_tiers("maze.route", {"trm": TRMMazeWorker, "hrm": HRMMazeWorker}, _maze_fits),
+            *_maze_tiers(),
             Tier("greedy", MazeGreedyWorker, "heuristic", _HEURISTIC_POOL),
         ],
         fallback=Tier("bfs", MazeBFSSolver, "exact", _EXACT_POOL),

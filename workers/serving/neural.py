@@ -1,5 +1,6 @@
-"""Inference workers for the tiny recursive models (TRM, HRM), their checkpoints, and the
-grid encodings shared with training.
+"""Inference workers for the tiny recursive models (TRM, HRM). Their checkpoints live in
+:mod:`workers.serving.neural_checkpoints` and the grid encodings shared with training in
+:mod:`workers.serving.neural_encoding`; both are re-exported here.
 
 A checkpoint is ``<skill>-<model>-<size>.safetensors`` plus a ``.json`` model card (config,
 recipe, seed, steps, wall time, hardware, measured accuracy, date) in ``workers/checkpoints``.
@@ -10,32 +11,61 @@ input with the checkpoint of its size; an input of a size without a checkpoint g
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
 import random
 import time
 import warnings
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import Attempt
 from workers.base import Job, Worker
 from workers.kits import maze, sudoku
-from workers.models.hrm import HRM, HRMConfig
-from workers.models.trm import IGNORE, TRM, TRMConfig, run_recursive
+from workers.models.hrm import HRM
+from workers.models.trm import TRM, run_recursive
 from workers.serving.calibration import Calibration
+from workers.serving.neural_checkpoints import (
+    CHECKPOINT_DIR,
+    SERVE_MIN_EXACT,
+    available_frames,
+    available_sizes,
+    build_model,
+    checkpoint_path,
+    frame_exact,
+    has_checkpoint,
+    load_checkpoint,
+    maze_accepts,
+    maze_decline,
+    save_checkpoint,
+    served_frames,
+    served_sizes,
+    set_torch_threads,
+)
+from workers.serving.neural_encoding import (
+    MAZE_PAD,
+    Dihedral,
+    crop_border,
+    decode_maze,
+    dihedral,
+    exact_path,
+    frame_embed,
+    frame_labels,
+    frame_marks,
+    frame_side,
+    frame_sides,
+    frame_state,
+    frame_tokens,
+    frame_view,
+    maze_labels,
+    maze_seq_len,
+    maze_tokens,
+    sub_model,
+    sudoku_tokens,
+)
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -77,409 +107,6 @@ __all__ = [
     "sudoku_tokens",
 ]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # workers/checkpoints
-_SKILL_TAG = {"sudoku.solve": "sudoku", "maze.route": "maze"}
-
-
-# --------------------------------------------------------------------------------------- #
-# checkpoints
-
-
-def checkpoint_path(skill: str, model: str, size: int, directory: Path | str | None = None, *, frame: bool = False) -> Path:
-    """``<dir>/<skill>-<model>-<size>.safetensors``; a frame model (one checkpoint for every
-    grid up to ``size`` x ``size``) is ``<skill>-<model>-f<size>.safetensors``."""
-    return Path(directory or CHECKPOINT_DIR) / f"{skill}-{model}-{'f' if frame else ''}{size}.safetensors"
-
-
-def available_frames(skill: str, model: str = "trm", directory: Path | str | None = None) -> list[int]:
-    """Frames that have a frame checkpoint (``<skill>-<model>-f<F>``) with its card, ascending."""
-    d = Path(directory or CHECKPOINT_DIR)
-    prefix = f"{skill}-{model}-f"
-    frames = []
-    for p in d.glob(f"{prefix}*.safetensors"):
-        tail = p.name[len(prefix) : -len(".safetensors")]
-        if tail.isdigit() and p.with_suffix(".json").exists():
-            frames.append(int(tail))
-    return sorted(frames)
-
-
-def available_sizes(skill: str, model: str = "trm", directory: Path | str | None = None) -> list[int]:
-    """Sizes that have a checkpoint for ``skill`` and ``model``, ascending."""
-    d = Path(directory or CHECKPOINT_DIR)
-    prefix = f"{skill}-{model}-"
-    sizes = []
-    for p in d.glob(f"{prefix}*.safetensors"):
-        tail = p.name[len(prefix) : -len(".safetensors")]
-        if tail.isdigit() and p.with_suffix(".json").exists():
-            sizes.append(int(tail))
-    return sorted(sizes)
-
-
-SERVE_MIN_EXACT = 0.5
-"""A checkpoint whose model card measured a lower exact accuracy is bundled but not served:
-its answers would almost all climb to the next tier anyway."""
-
-
-def served_sizes(
-    skill: str, model: str = "trm", directory: Path | str | None = None, min_exact: float = SERVE_MIN_EXACT
-) -> list[int]:
-    """Sizes whose checkpoint's model card reports exact accuracy >= ``min_exact`` (a card
-    without a measurement, or one that cannot be read, counts: loading it will tell)."""
-    sizes = []
-    for size in available_sizes(skill, model, directory):
-        card_path = checkpoint_path(skill, model, size, directory).with_suffix(".json")
-        try:
-            exact = (json.loads(card_path.read_text()).get("eval") or {}).get("exact", 1.0)
-        except (OSError, json.JSONDecodeError, AttributeError):
-            exact = 1.0
-        if exact >= min_exact:
-            sizes.append(size)
-    return sizes
-
-
-def _frame_card(skill: str, model: str, frame: int, directory: Path | str | None) -> dict[str, Any]:
-    try:
-        card = json.loads(checkpoint_path(skill, model, frame, directory, frame=True).with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return card if isinstance(card, dict) else {}
-
-
-def frame_exact(card: dict[str, Any], family: str, rows: int, cols: int) -> float | None:
-    """A frame model card's held-out exact accuracy on ``family`` at rows x cols, if measured."""
-    for row in (card.get("takes") or {}).get("exact_by_family") or []:
-        if row.get("family") == family and (row.get("rows"), row.get("cols")) == (rows, cols):
-            return float(row["exact"])
-    return None
-
-
-def served_frames(
-    skill: str, model: str = "trm", directory: Path | str | None = None, min_exact: float = SERVE_MIN_EXACT
-) -> list[int]:
-    """Frames whose frame checkpoint is good enough to serve: its card measured ``min_exact``
-    or more on the training mixture or on one of the families and shapes it reports (a frame
-    model serves many kinds of grid; what it gets wrong climbs to the next tier)."""
-    frames = []
-    for frame in available_frames(skill, model, directory):
-        card = _frame_card(skill, model, frame, directory)
-        best = [float((card.get("eval") or {}).get("exact", 1.0))]
-        best += [float(r.get("exact", 0.0)) for r in (card.get("takes") or {}).get("exact_by_family") or []]
-        if max(best) >= min_exact:
-            frames.append(frame)
-    return frames
-
-
-def has_checkpoint(skill: str, model: str = "trm", directory: Path | str | None = None) -> bool:
-    """True when at least one bundled checkpoint of ``model`` is good enough to serve ``skill``."""
-    return bool(served_sizes(skill, model, directory) or served_frames(skill, model, directory))
-
-
-def maze_decline(grid: Sequence[str], model: str = "trm", directory: Path | str | None = None) -> str | None:
-    """None when a served ``model`` checkpoint reads ``grid`` (it fits a frame model's frame,
-    or it is a square ringed maze of a per-size checkpoint's side), else why not."""
-    h, w = len(grid), len(grid[0])
-    frames = served_frames("maze.route", model, directory)
-    if frames and not isinstance(frame_view(grid, frames[-1]), str):
-        return None
-    if h == w and h in served_sizes("maze.route", model, directory) and crop_border(grid) is not None:
-        return None
-    if frames:
-        reason = frame_view(grid, frames[-1])
-        assert isinstance(reason, str)
-        return reason
-    return f"no {model} checkpoint for {h}x{w} mazes" if crop_border(grid) is not None or h != w else "the maze has no wall border"
-
-
-def maze_accepts(model: str = "trm", directory: Path | str | None = None) -> Callable[[BaseModel], bool]:
-    """A ``Tier.accepts`` for a maze tier of ``model``: inputs :func:`maze_decline` lets through."""
-    frames = served_frames("maze.route", model, directory)
-    sizes = frozenset(served_sizes("maze.route", model, directory))
-
-    def accepts(inp: BaseModel) -> bool:
-        if not isinstance(inp, maze.MazeInput):
-            return False
-        g = inp.grid
-        if frames and not isinstance(frame_view(g, frames[-1]), str):
-            return True
-        return len(g) == len(g[0]) and len(g) in sizes and crop_border(g) is not None
-
-    return accepts
-
-
-def build_model(card: dict[str, Any]) -> TRM | HRM:
-    """A fresh model of the kind and config a model card names."""
-    cfg = card.get("config", {})
-    kind = cfg.get("kind", "trm")
-    if kind == "trm":
-        return TRM(TRMConfig.from_dict(cfg))
-    if kind == "hrm":
-        return HRM(HRMConfig.from_dict(cfg))
-    raise ConfigError(f"model card names unknown model kind {kind!r}; expected 'trm' or 'hrm'")
-
-
-def save_checkpoint(path: Path, state: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
-    """Write weights (safetensors) and the model card (json) side by side."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata={"card": path.with_suffix(".json").name})
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-
-
-def load_checkpoint(path: Path | str, device: str = "cpu") -> tuple[TRM | HRM, dict[str, Any]]:
-    """Load a checkpoint and its model card; the model is on ``device`` in eval mode.
-
-    Raises ConfigError naming the file when it is missing, unreadable or of the wrong shape."""
-    path = Path(path)
-    card_path = path.with_suffix(".json")
-    fix = f"re-train it with `tinyfleet train` (README, section Tiny recursive models) or delete {path.name} and its .json"
-    if not path.exists():
-        raise ConfigError(f"checkpoint {path} does not exist; train one with `tinyfleet train`")
-    if not card_path.exists():
-        raise ConfigError(f"checkpoint {path} has no model card {card_path.name}; {fix}")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"model card {card_path} is not valid JSON ({e}); {fix}") from None
-    if not isinstance(card, dict) or "config" not in card:
-        raise ConfigError(f"model card {card_path} has no 'config' entry; {fix}")
-    try:
-        model = build_model(card)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model card {card_path} holds a config this code cannot build ({e}); {fix}") from None
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ConfigError(f"checkpoint {path} is not a readable safetensors file ({e}); {fix}") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ConfigError(
-            f"checkpoint {path} does not match its model card's config ({' '.join(first[:2])}); {fix}"
-        ) from None
-    model.to(device).eval()
-    return model, card
-
-
-def set_torch_threads() -> int:
-    """Set torch's intra-op threads: 1 unless TINYFLEET_TORCH_THREADS says otherwise."""
-    raw = os.environ.get("TINYFLEET_TORCH_THREADS", "1")
-    try:
-        k = int(raw)
-    except ValueError:
-        raise ConfigError(f"TINYFLEET_TORCH_THREADS must be a positive integer, got {raw!r}") from None
-    if k < 1:
-        raise ConfigError(f"TINYFLEET_TORCH_THREADS must be a positive integer, got {raw!r}")
-    torch.set_num_threads(k)
-    return k
-
-
-# --------------------------------------------------------------------------------------- #
-# encodings shared by training and inference
-
-MAZE_CODE = {"#": 0, ".": 1, "S": 2, "G": 3}
-
-
-def sudoku_tokens(puzzles: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
-    """(B, n*n) int64 of cell values, 0 = blank; vocab n + 1. Answer labels are digit - 1."""
-    return np.asarray([[v for row in p for v in row] for p in puzzles], dtype=np.int64)
-
-
-def maze_tokens(grids: Sequence[Sequence[str]]) -> np.ndarray:
-    """(B, h*w) int64: 0 wall, 1 open, 2 start, 3 goal."""
-    return np.asarray([[MAZE_CODE[ch] for row in g for ch in row] for g in grids], dtype=np.int64)
-
-
-def maze_labels(grids: Sequence[Sequence[str]]) -> np.ndarray:
-    """(B, h*w) int64: 1 on the shortest S -> G path (both ends included), else 0."""
-    out = np.zeros((len(grids), len(grids[0]) * len(grids[0][0])), dtype=np.int64)
-    for k, g in enumerate(grids):
-        w = len(g[0])
-        for r, c in maze.bfs_path(g):
-            out[k, r * w + c] = 1
-    return out
-
-
-def crop_border(grid: Sequence[str]) -> list[str] | None:
-    """The inside of a grid whose outer ring is all wall (the model never sees the ring);
-    None when the ring has an open cell."""
-    h, w = len(grid), len(grid[0])
-    ring = grid[0] + grid[-1] + "".join(row[0] + row[-1] for row in grid)
-    if h < 3 or w < 3 or set(ring) != {"#"}:
-        return None
-    return [row[1:-1] for row in grid[1:-1]]
-
-
-def maze_seq_len(side: int) -> int:
-    """Cells a maze model of grid side ``side`` sees: the interior, (side - 2) ** 2."""
-    return (side - 2) ** 2
-
-
-def decode_maze(grid: Sequence[str], on_path: np.ndarray) -> list[tuple[int, int]] | None:
-    """A path from S to G through open cells the model marked on-path, found by walking the
-    marked cells from S (breadth first); None when the marks do not connect S to G."""
-    h, w = len(grid), len(grid[0])
-    start, goal = maze.find_cell(grid, "S"), maze.find_cell(grid, "G")
-    marked = on_path.reshape(h, w).astype(bool)
-    prev: dict[tuple[int, int], tuple[int, int] | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        r, c = queue.popleft()
-        if (r, c) == goal:
-            path = [goal]
-            while (p := prev[path[-1]]) is not None:
-                path.append(p)
-            return path[::-1]
-        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-            if (
-                0 <= nr < h
-                and 0 <= nc < w
-                and (nr, nc) not in prev
-                and grid[nr][nc] != "#"
-                and (marked[nr, nc] or (nr, nc) == goal)
-            ):
-                prev[(nr, nc)] = (r, c)
-                queue.append((nr, nc))
-    return None
-
-
-MAZE_PAD = 4
-"""The token of a frame cell outside the grid (maze vocab 5 in a frame model)."""
-
-
-def frame_view(grid: Sequence[str], frame: int) -> tuple[list[str], int] | str:
-    """Where ``grid`` lies in a ``frame`` x ``frame`` model: (the grid the model reads, its
-    offset in ``grid``). A wall ring is always cropped off (it holds nothing a path can use),
-    so a ringed grid of up to (frame + 2) x (frame + 2) fits; the rest is placed at the frame's
-    top-left corner and padded. A grid too large for the frame gives the reason, as a str."""
-    h, w = len(grid), len(grid[0])
-    inner = crop_border(grid)
-    seen, off = (inner, 1) if inner is not None else (list(grid), 0)
-    if len(seen) > frame or len(seen[0]) > frame:
-        return (f"the grid is {h}x{w}, larger than this model's {frame}x{frame} frame (it reads grids "
-                f"up to {frame}x{frame}, or {frame + 2}x{frame + 2} with a wall ring); the next tier routes it")
-    return seen, off
-
-
-def frame_tokens(grids: Sequence[Sequence[str]], frame: int) -> np.ndarray:
-    """(B, frame*frame) int64: each grid at the frame's top-left, 0 wall, 1 open, 2 start,
-    3 goal, MAZE_PAD outside the grid. Grids must fit (see :func:`frame_view`)."""
-    out = np.full((len(grids), frame, frame), MAZE_PAD, dtype=np.int64)
-    for k, g in enumerate(grids):
-        out[k, : len(g), : len(g[0])] = [[MAZE_CODE[ch] for ch in row] for row in g]
-    return out.reshape(len(grids), frame * frame)
-
-
-def frame_labels(grids: Sequence[Sequence[str]], frame: int) -> np.ndarray:
-    """(B, frame*frame) int64: 1 on the grid's canonical shortest path
-    (:func:`maze.canonical_path`), 0 elsewhere in the grid, IGNORE (-100) on padding."""
-    out = np.full((len(grids), frame, frame), IGNORE, dtype=np.int64)
-    for k, g in enumerate(grids):
-        out[k, : len(g), : len(g[0])] = 0
-        for r, c in maze.canonical_path(g):
-            out[k, r, c] = 1
-    return out.reshape(len(grids), frame * frame)
-
-
-def frame_sides(frame: int, mixer: str = "attn") -> tuple[int, ...]:
-    """The square sub-frames (top-left side x side of the frame) a frame model runs a grid
-    in: the smallest that holds it. Attention reads any length, so small grids cost little
-    (positions are the frame's own); a sequence-MLP model reads only the whole frame."""
-    return (*(b for b in (6, 8, 10, 12, 15, 20, 25) if b < frame), frame) if mixer == "attn" else (frame,)
-
-
-def frame_side(rows: int, cols: int, frame: int, mixer: str = "attn") -> int:
-    """The sub-frame side a rows x cols grid (as the model reads it, ring cropped) runs in."""
-    return next(b for b in frame_sides(frame, mixer) if b >= max(rows, cols))
-
-
-def _frame_index(frame: int, side: int, prefix: int) -> torch.Tensor:
-    """Positions of the prefix and of the top-left side x side cells of a frame x frame grid."""
-    r = torch.arange(side)
-    cells = (r[:, None] * frame + r[None, :]).reshape(-1) + prefix
-    return torch.cat([torch.arange(prefix), cells])
-
-
-def frame_embed(model: TRM, tokens: torch.Tensor, frame: int, side: int) -> torch.Tensor:
-    """``model.embed`` for a grid in the top-left side x side of the frame: (B, side*side)
-    -> (B, P + side*side, D), the frame's positions for those cells (keeps gradients)."""
-    P = model.cfg.prefix
-    cells = model.tok(tokens) * math.sqrt(model.cfg.d)  # (B, s*s, D)
-    pre = model.prefix[:P].expand(tokens.shape[0], -1, -1)  # (B, P, D)
-    idx = _frame_index(frame, side, P).to(model.pos.device)
-    return torch.cat([pre, cells], 1) + model.pos[idx]
-
-
-def frame_state(model: TRM, batch: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``model.init_state`` for a side x side sub-frame."""
-    L = model.cfg.prefix + side * side
-    return model.y0.expand(batch, L, -1).clone(), model.z0.expand(batch, L, -1).clone()
-
-
-def sub_model(model: TRM, frame: int, side: int) -> TRM:
-    """A TRM reading the top-left side x side of ``model``'s frame, exactly as ``model``
-    does (its weights shared, positions gathered from the frame's): what inference runs a
-    small grid in. ``side == frame`` is ``model`` itself."""
-    if side == frame:
-        return model
-    if model.cfg.mixer != "attn" or not isinstance(model, TRM):
-        raise ConfigError(f"only an attention TRM runs in a sub-frame; this one is {model.cfg.kind} {model.cfg.mixer}")
-    sub = TRM(dataclasses.replace(model.cfg, seq_len=side * side))
-    sub.tok, sub.net, sub.out_head, sub.halt_head = model.tok, model.net, model.out_head, model.halt_head
-    sub.prefix = model.prefix
-    with torch.no_grad():
-        sub.pos = torch.nn.Parameter(model.pos[_frame_index(frame, side, model.cfg.prefix).to(model.pos.device)].clone())
-        sub.y0.copy_(model.y0)
-        sub.z0.copy_(model.z0)
-    return sub.to(model.pos.device).eval() if not model.training else sub.to(model.pos.device)
-
-
-def frame_marks(pred: np.ndarray, rows: int, cols: int, frame: int) -> np.ndarray:
-    """The (rows, cols) on-path marks of a grid placed in the frame, from one row of
-    predictions (frame*frame,)."""
-    return np.asarray(pred).reshape(frame, frame)[:rows, :cols]
-
-
-def exact_path(grid: Sequence[str], on_path: np.ndarray) -> list[tuple[int, int]] | None:
-    """The path when the cells marked on-path are exactly one shortest S -> G path (no
-    extra marked cell, no connected superset), else None: what exact accuracy counts."""
-    marks = np.asarray(on_path).reshape(len(grid), len(grid[0])).astype(bool)
-    path = decode_maze(grid, marks)
-    if path is None or int(marks.sum()) != len(path) or not all(marks[r, c] for r, c in path):
-        return None
-    return path if maze.check_path(grid, path) is None else None
-
-
-@dataclass(frozen=True)
-class Dihedral:
-    """One of the 8 symmetries of a square grid: ``k`` quarter turns, then a mirror."""
-
-    k: int
-    flip: bool
-
-    def apply(self, grid: Sequence[str]) -> list[str]:
-        a = np.array([list(row) for row in grid])
-        a = np.rot90(a, self.k)
-        if self.flip:
-            a = a[:, ::-1]
-        return ["".join(row) for row in a]
-
-    def invert_cell(self, cell: tuple[int, int], shape: int | tuple[int, int]) -> tuple[int, int]:
-        """Map a cell of the transformed grid back to the original grid of ``shape``
-        (rows, cols), or side for a square one. Odd quarter turns swap rows and columns."""
-        h, w = (shape, shape) if isinstance(shape, int) else shape
-        idx = np.arange(h * w).reshape(h, w)
-        t = np.rot90(idx, self.k)
-        if self.flip:
-            t = t[:, ::-1]
-        orig = int(t[cell])
-        return (orig // w, orig % w)
-
-
-def dihedral(particle: int) -> Dihedral:
-    """Particle 0 is the identity; particles 1..7 are the other symmetries (then they repeat)."""
-    p = particle % 8
-    return Dihedral(p % 4, p >= 4)
 
 
 # --------------------------------------------------------------------------------------- #
@@ -508,6 +135,8 @@ class _RecursiveWorker(Worker):
         for frame in served_frames(self.skill, self.model_kind, self.checkpoint_dir, self.min_exact):
             path = checkpoint_path(self.skill, self.model_kind, frame, self.checkpoint_dir, frame=True)
             self.models[-frame] = load_checkpoint(path, device)
+        for key, (_, card) in self.models.items():  # a bad calibration block fails here, not at the first batch
+            Calibration.from_card(card, f"model card of {self.skill}-{self.model_kind} ({'frame ' if key < 0 else ''}{abs(key)})")
         if not self.models:
             where = self.checkpoint_dir or CHECKPOINT_DIR
             bundled = available_sizes(self.skill, self.model_kind, self.checkpoint_dir)

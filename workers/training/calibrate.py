@@ -416,7 +416,7 @@ def write_calibration(path: Path | str, cal: Calibration) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workers.training.calibrate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="tinyfleet calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--skill", default=None, help="sudoku.solve or maze.route (with --model and --size: the bundled checkpoint)")
     p.add_argument("--model", default="trm")
     p.add_argument("--size", type=int, default=0)
