@@ -27,13 +27,12 @@ from planners.base import Planned, Planner
 from planners.openai import OpenAIPlanner
 from planners.plan_check import validate_plan
 from planners.rules import RulePlanner
+from tinyfleet_core import *  # noqa: F403  (data models, errors, prices: tinyfleet_core.__all__)
 from workers.base import Job, PoolOptions, Skill, Tier, Verifier, Worker
 from workers.builtin import default_registry
 from workers.custom import FunctionVerifier, FunctionWorker, define_skill, tier
 from workers.llm.client import ChatClient, OpenAISettings
 from workers.registry import SkillRegistry
-
-from tinyfleet_core import *  # noqa: F403  (data models, errors, prices: tinyfleet_core.__all__)
 
 __all__ = [
     # running
