@@ -117,10 +117,8 @@ def test_a_worker_with_a_bad_calibration_fails_with_config_error(tmp_path: Path)
     copy_checkpoint(tmp_path, "sudoku.solve", "trm", 4, bad)
     w = TRMSudokuWorker()
     w.checkpoint_dir = tmp_path
-    w.setup("cpu")
-    puzzle, _ = sudoku.generate(4, random.Random("tests:calibration:bad"), 6)
-    with pytest.raises(ConfigError, match="sudoku.solve-trm-4.*strictly ascending"):
-        w.solve_batch([Job(sudoku.SudokuInput(puzzle=puzzle))])
+    with pytest.raises(ConfigError, match="sudoku.solve-trm-4.*strictly ascending"):  # at setup, before any batch
+        w.setup("cpu")
 
 
 # --------------------------------------------------------------------------------------- #

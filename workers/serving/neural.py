@@ -136,7 +136,8 @@ class _RecursiveWorker(Worker):
             path = checkpoint_path(self.skill, self.model_kind, frame, self.checkpoint_dir, frame=True)
             self.models[-frame] = load_checkpoint(path, device)
         for key, (_, card) in self.models.items():  # a bad calibration block fails here, not at the first batch
-            Calibration.from_card(card, f"model card of {self.skill}-{self.model_kind} ({'frame ' if key < 0 else ''}{abs(key)})")
+            path = checkpoint_path(self.skill, self.model_kind, abs(key), self.checkpoint_dir, frame=key < 0)
+            Calibration.from_card(card, f"model card of {path.stem}")
         if not self.models:
             where = self.checkpoint_dir or CHECKPOINT_DIR
             bundled = available_sizes(self.skill, self.model_kind, self.checkpoint_dir)
