@@ -9,6 +9,7 @@ Ray actors. Both pass the same executor test suite.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from orchestrator.batching import Batcher
 from tinyfleet_core.errors import ConfigError, WorkerError
 from tinyfleet_core.models import Attempt
 from workers.base import Job, PoolOptions, Worker
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Executor", "ExecutorEvent", "PoolSpec", "LocalExecutor", "run_worker_batch", "ExecutorStats"]
 
@@ -107,8 +110,12 @@ class Executor(ABC):
         self.listeners.append(listener)
 
     def _notify(self, kind: ExecutorEventKind, message: str, pool: str | None = None, seconds: float = 0.0) -> None:
-        for listener in self.listeners:
-            listener(ExecutorEvent(kind, message, pool, seconds))
+        event = ExecutorEvent(kind, message, pool, seconds)
+        for listener in self.listeners:  # a broken listener (a display) never breaks a pool start
+            try:
+                listener(event)
+            except Exception as e:  # noqa: BLE001
+                _log.warning("executor listener %r raised on %s: %s", listener, kind, e)
 
     @abstractmethod
     async def ensure_pool(self, spec: PoolSpec) -> None:

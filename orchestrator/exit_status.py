@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tinyfleet_core.errors import (
     ConfigError,
@@ -64,9 +64,11 @@ async def interruptible(aw: Awaitable[T]) -> T:
         _state["task"] = None
 
 
-def _install_signals() -> None:
+def _install_signals() -> Any:
+    """Install the SIGTERM handler (main thread only); returns the one to put back."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    return None
 
 
 def _interrupted_line(prog: str) -> tuple[str, int]:
@@ -84,7 +86,18 @@ def run_guarded(prog: str, command: Callable[[], int]) -> int:
     """Run a command body under the exit-status contract shared by every tinyfleet command
     line: bad input or usage -> 2 with one line naming the problem, any other tinyfleet error
     -> 1, interrupted -> 130 (SIGTERM: 143); never a traceback for a typed error."""
-    _install_signals()
+    # a fresh state per command, and the caller's handler back afterwards, so a command run
+    # in-process (an agent, a notebook, a test) leaves no signal handling or journal behind
+    _state.update(signal=None, journals=[], cancelled=False, task=None)
+    previous = _install_signals()
+    try:
+        return _guarded(prog, command)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _guarded(prog: str, command: Callable[[], int]) -> int:
     try:
         return command()
     except _UsageError as e:

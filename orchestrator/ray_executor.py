@@ -33,6 +33,7 @@ import random
 import re
 import signal
 import socket
+import stat
 import threading
 import time
 import warnings
@@ -148,14 +149,23 @@ def _split_host_port(addr: str) -> tuple[str, int] | None:
 
 def _local_cluster_address() -> str | None:
     """The GCS address of the cluster ``ray start --head`` runs on this machine (Ray's own
-    address file in its temp dir, ``RAY_TMPDIR`` honoured), or None."""
-    try:
-        from ray._private.services import find_bootstrap_address
+    address file in its temp dir, ``RAY_TMPDIR`` honoured), or None.
 
-        found = find_bootstrap_address(None)
+    Only a cluster this user started counts: the address file must be a regular file owned by
+    this uid and not writable by others. On a shared host another user's ``ray start`` would
+    otherwise receive every default run's task inputs and hand back what the driver unpickles."""
+    try:
+        from ray._private.utils import get_ray_address_file
+
+        path = get_ray_address_file(None)
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return None
+        with open(path) as f:
+            found = f.read().strip()
     except (ImportError, AttributeError, OSError):
         return None
-    return (str(found).strip() or None) if found else None
+    return found or None
 
 
 def _reachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> str | None:

@@ -9,7 +9,7 @@ the whole test file (the ``code.module`` step).
     from examples.coding_agent import build_module, load_spec, make_fleet
     result = await build_module(load_spec("examples/coding_agent/specs/textstats.py"), make_fleet(executor="local"))
 
-See the README, section "The coding agent".
+See docs/coding-agent.md.
 """
 
 from .agent import BuildResult, Candidate, FunctionResult, ModuleCheck, build_module, make_fleet

@@ -7,7 +7,7 @@ BFS ladder, shortest-path verified), assemble the itinerary; write it as JSON pl
     from examples.planning_agent import generate, make_fleet, run_day
     result = await run_day(generate(seed=7), make_fleet(executor="local"), "out/")
 
-See the README, section "The planning agent: a delivery day".
+See docs/planning-agent.md.
 """
 
 from .agent import DayResult, brief, build_plan_a, build_plan_b, merge_reports, run_day

@@ -17,7 +17,7 @@ of that namespace, and checks that no process of either namespace is left.
 
 Where the kernel refuses a layer (no namespaces, no seccomp, not x86_64), :func:`run_tests`
 raises :class:`SandboxUnavailable` instead of running with less. What this guards against, and
-what it does not, is in the README, section "Verifiers and the code sandbox".
+what it does not, is in docs/sandbox.md.
 
 The rooms, parent side: ``limits`` (limits, containment kinds, the refusal error), ``plan``
 (reading the tests), ``rootfs`` (the new root's contents), ``launch`` (starting and tending

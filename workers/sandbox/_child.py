@@ -1,5 +1,4 @@
-"""The process side of the code sandbox (see ``__init__.py`` and the README, section
-"Verifiers and the code sandbox").
+"""The process side of the code sandbox (see ``__init__.py`` and docs/sandbox.md).
 
 Run as ``python -I -S -B _child.py`` by :func:`workers.sandbox.run_tests`, twice per
 verification: once as the **candidate** (loads the candidate's code, then only answers calls)

@@ -9,23 +9,20 @@ accuracy, calibration, date) in ``workers/checkpoints``."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from tinyfleet_core.errors import ConfigError
 from workers.kits import maze
 from workers.models.hrm import HRM, HRMConfig
 from workers.models.trm import TRM, TRMConfig
+from workers.serving.checkpoint_io import CHECKPOINT_DIR, load_weights, save_weights, set_torch_threads
 from workers.serving.neural_encoding import crop_border, frame_view
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # workers/checkpoints
 _SKILL_TAG = {"sudoku.solve": "sudoku", "maze.route": "maze"}
 
 
@@ -186,56 +183,12 @@ def build_model(card: dict[str, Any]) -> TRM | HRM:
 
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
     """Write weights (safetensors) and the model card (json) side by side."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata={"card": path.with_suffix(".json").name})
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    save_weights(path, state, card)
 
 
 def load_checkpoint(path: Path | str, device: str = "cpu") -> tuple[TRM | HRM, dict[str, Any]]:
     """Load a checkpoint and its model card; the model is on ``device`` in eval mode.
 
     Raises ConfigError naming the file when it is missing, unreadable or of the wrong shape."""
-    path = Path(path)
-    card_path = path.with_suffix(".json")
-    fix = f"re-train it with `tinyfleet train` (README, section Tiny recursive models) or delete {path.name} and its .json"
-    if not path.exists():
-        raise ConfigError(f"checkpoint {path} does not exist; train one with `tinyfleet train`")
-    if not card_path.exists():
-        raise ConfigError(f"checkpoint {path} has no model card {card_path.name}; {fix}")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"model card {card_path} is not valid JSON ({e}); {fix}") from None
-    if not isinstance(card, dict) or "config" not in card:
-        raise ConfigError(f"model card {card_path} has no 'config' entry; {fix}")
-    try:
-        model = build_model(card)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model card {card_path} holds a config this code cannot build ({e}); {fix}") from None
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ConfigError(f"checkpoint {path} is not a readable safetensors file ({e}); {fix}") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ConfigError(
-            f"checkpoint {path} does not match its model card's config ({' '.join(first[:2])}); {fix}"
-        ) from None
-    model.to(device).eval()
-    return model, card
-
-
-def set_torch_threads() -> int:
-    """Set torch's intra-op threads: 1 unless TINYFLEET_TORCH_THREADS says otherwise."""
-    raw = os.environ.get("TINYFLEET_TORCH_THREADS", "1")
-    try:
-        k = int(raw)
-    except ValueError:
-        raise ConfigError(f"TINYFLEET_TORCH_THREADS must be a positive integer, got {raw!r}") from None
-    if k < 1:
-        raise ConfigError(f"TINYFLEET_TORCH_THREADS must be a positive integer, got {raw!r}")
-    torch.set_num_threads(k)
-    return k
+    fix = f"re-train it with `tinyfleet train --skill ...` or delete {Path(path).name} and its .json"
+    return load_weights(path, build_model, fix, device)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ from tinyfleet_core.errors import ConfigError, InputError
 from workers.models.trm import RecursiveModel, run_recursive
 from workers.serving import neural
 from workers.serving.calibration import METHODS, Calibration, Method
-from workers.serving.neural import CHECKPOINT_DIR, checkpoint_path, load_checkpoint, set_torch_threads
+from workers.serving.neural import checkpoint_path, load_checkpoint, set_torch_threads
+from workers.training.args import USER_CHECKPOINT_DIR
 from workers.training.trainer import TaskData, task_data
 
 __all__ = [
@@ -407,7 +409,9 @@ def write_calibration(path: Path | str, cal: Calibration) -> Path:
     """Put ``cal`` into the card next to checkpoint ``path``; every other key stays as it was."""
     card_path = Path(path).with_suffix(".json")
     card = json.loads(card_path.read_text())
-    card_path.write_text(json.dumps(cal.into_card(card), indent=2, sort_keys=True) + "\n")
+    tmp = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cal.into_card(card), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, card_path)  # atomic: a reader sees the old card or the new one, never half
     return card_path
 
 
@@ -421,7 +425,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="trm")
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="a .safetensors file (its card gives skill and size)")
-    p.add_argument("--out", default=str(CHECKPOINT_DIR), help="directory of the bundled checkpoints")
+    p.add_argument("--out", default=str(USER_CHECKPOINT_DIR),
+                   help=f"directory holding the checkpoint named by --skill/--model/--size (default ./{USER_CHECKPOINT_DIR}, "
+                        "where train writes; --out workers/checkpoints for the bundled ones)")
     p.add_argument("--n", type=int, default=1000, help="items in the fit split (and the check split unless --check-n)")
     p.add_argument("--check-n", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -449,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"--checkpoint {path} holds a {card.get('skill')} model, not {args.skill}")
     cal = calibrate_checkpoint(path, n=args.n, check_n=args.check_n, seed=args.seed, method=args.method,
                                tolerance=args.tolerance, margin=args.margin, batch=args.batch, device=device,
-                               command=" ".join(["python -m workers.training.calibrate", *(sys.argv[1:] if argv is None else argv)]))
+                               command=" ".join(["tinyfleet calibrate", *(sys.argv[1:] if argv is None else argv)]))
     written = None if args.dry_run else str(write_calibration(path, cal))
     print(json.dumps({"checkpoint": str(path), "card": written, "threshold": cal.threshold, "method": cal.method,
                       "temperature": cal.temperature, "bias": cal.bias, "measured": dict(cal.measured)}))

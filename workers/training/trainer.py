@@ -389,11 +389,12 @@ def train(
     final = evaluate(model, data, final_eval_n, seed, split="valid", device=device)
     print(f"[eval] final held-out exact {final['exact']:.3f} mean steps {final['mean_steps']:.2f}", file=log, flush=True)
     card = _card(skill, model_kind, size, seed, cfg, recipe, step, wall, device, history, final, resume, data)
+    save_checkpoint(ckpt, model.state_dict(), card)  # first: the trained weights are never lost to the report below
     if isinstance(data, FrameMazeData) and report_n > 0:
         card["takes"]["exact_by_family"] = frame_report(model, data.frame, seed, report_n, device=device, log=log)
         card["takes"]["items_per_s"] = speed(model, data, seed, device=device)
         print(f"[eval] items/s {card['takes']['items_per_s']}", file=log, flush=True)
-    save_checkpoint(ckpt, model.state_dict(), card)
+        save_checkpoint(ckpt, model.state_dict(), card)
     print(f"[train] wrote {ckpt} ({ckpt.stat().st_size / 1e6:.2f} MB)", file=log, flush=True)
     return card
 
