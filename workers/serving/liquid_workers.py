@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from tinyfleet_core.models import Attempt
 from workers.base import Job, Worker
 from workers.kits import series
+from workers.kits.classic import ClassicWorker
 from workers.models.liquid import LiquidForecaster
 from workers.serving.liquid_checkpoints import checkpoint_path, load_checkpoint, set_torch_threads
 from workers.serving.liquid_inference import FLAG_Z, Request, one_step_scores, predict_tracked
@@ -102,7 +104,7 @@ class LTCForecaster(_LiquidForecastWorker):
     model_kind = "ltc"
 
 
-class ClassicalForecaster(Worker):
+class ClassicalForecaster(ClassicWorker[series.ForecastInput]):
     """Holt-Winters exponential smoothing (statsmodels), refitted per series; its confidence
     compares the fit's one-step in-sample error with seasonal-naive's. Like every tier it
     answers only what it is asked (the backtest is a job of its own). The offline last
@@ -110,20 +112,14 @@ class ClassicalForecaster(Worker):
 
     name = "series.classical"
     skill = "series.forecast"
+    input_model = series.ForecastInput
 
-    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
-        out = []
-        for job in jobs:
-            inp = job.input
-            assert isinstance(inp, series.ForecastInput)
-            t0 = time.perf_counter()
-            x = np.asarray(inp.values, dtype=float)
-            s = series.effective_season(inp.season, x)
-            m, lo, hi, resid_mae = series.classical_fit(x, inp.horizon, s)
-            conf = _confidence(resid_mae, series.naive_scale(x, s))
-            output = series.ForecastOutput(mean=m.tolist(), p10=lo.tolist(), p90=hi.tolist())
-            out.append(self.attempt(output, conf, job=job, seconds=time.perf_counter() - t0))
-        return out
+    def solve_one(self, inp: series.ForecastInput) -> tuple[BaseModel, float]:
+        x = np.asarray(inp.values, dtype=float)
+        s = series.effective_season(inp.season, x)
+        m, lo, hi, resid_mae = series.classical_fit(x, inp.horizon, s)
+        output = series.ForecastOutput(mean=m.tolist(), p10=lo.tolist(), p90=hi.tolist())
+        return output, _confidence(resid_mae, series.naive_scale(x, s))
 
 
 class CfCAnomalyScorer(Worker):
@@ -162,22 +158,16 @@ class CfCAnomalyScorer(Worker):
         return out
 
 
-class ClassicalAnomalyScorer(Worker):
+class ClassicalAnomalyScorer(ClassicWorker[series.AnomalyInput]):
     """Robust z-scores of seasonal/trend residuals (running median, median seasonal indices).
     The offline last tier; its confidence is a fixed 0.9, not a self-assessment."""
 
     name = "series.classical-anomaly"
     skill = "series.anomaly"
+    input_model = series.AnomalyInput
 
-    def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
-        out = []
-        for job in jobs:
-            inp = job.input
-            assert isinstance(inp, series.AnomalyInput)
-            t0 = time.perf_counter()
-            x = np.asarray(inp.values, dtype=float)
-            k, _ = series.grid_index(inp.timestamps, len(x))
-            scores = series.classical_anomaly_scores(x, k, series.effective_season(inp.season, x))
-            output = series.AnomalyOutput(scores=scores.tolist(), flagged=np.flatnonzero(scores > FLAG_Z).tolist())
-            out.append(self.attempt(output, 0.9, job=job, seconds=time.perf_counter() - t0))
-        return out
+    def solve_one(self, inp: series.AnomalyInput) -> tuple[BaseModel, float]:
+        x = np.asarray(inp.values, dtype=float)
+        k, _ = series.grid_index(inp.timestamps, len(x))
+        scores = series.classical_anomaly_scores(x, k, series.effective_season(inp.season, x))
+        return series.AnomalyOutput(scores=scores.tolist(), flagged=np.flatnonzero(scores > FLAG_Z).tolist()), 0.9

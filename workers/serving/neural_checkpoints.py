@@ -55,28 +55,24 @@ def checkpoint_path(skill: str, model: str, size: int, directory: Path | str | N
     return Path(directory or CHECKPOINT_DIR) / f"{skill}-{model}-{'f' if frame else ''}{size}.safetensors"
 
 
-def available_frames(skill: str, model: str = "trm", directory: Path | str | None = None) -> list[int]:
-    """Frames that have a frame checkpoint (``<skill>-<model>-f<F>``) with its card, ascending."""
-    d = Path(directory or CHECKPOINT_DIR)
-    prefix = f"{skill}-{model}-f"
-    frames = []
-    for p in d.glob(f"{prefix}*.safetensors"):
+def _numbered(prefix: str, directory: Path | str | None) -> list[int]:
+    """The N of every ``<prefix>N.safetensors`` in ``directory`` that has its card, ascending."""
+    found = []
+    for p in Path(directory or CHECKPOINT_DIR).glob(f"{prefix}*.safetensors"):
         tail = p.name[len(prefix) : -len(".safetensors")]
         if tail.isdigit() and p.with_suffix(".json").exists():
-            frames.append(int(tail))
-    return sorted(frames)
+            found.append(int(tail))
+    return sorted(found)
+
+
+def available_frames(skill: str, model: str = "trm", directory: Path | str | None = None) -> list[int]:
+    """Frames that have a frame checkpoint (``<skill>-<model>-f<F>``) with its card, ascending."""
+    return _numbered(f"{skill}-{model}-f", directory)
 
 
 def available_sizes(skill: str, model: str = "trm", directory: Path | str | None = None) -> list[int]:
     """Sizes that have a checkpoint for ``skill`` and ``model``, ascending."""
-    d = Path(directory or CHECKPOINT_DIR)
-    prefix = f"{skill}-{model}-"
-    sizes = []
-    for p in d.glob(f"{prefix}*.safetensors"):
-        tail = p.name[len(prefix) : -len(".safetensors")]
-        if tail.isdigit() and p.with_suffix(".json").exists():
-            sizes.append(int(tail))
-    return sorted(sizes)
+    return _numbered(f"{skill}-{model}-", directory)
 
 
 SERVE_MIN_EXACT = 0.5
