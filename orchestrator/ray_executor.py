@@ -235,15 +235,29 @@ def _auth_mode_default(mode: str) -> None:
 
 @contextlib.contextmanager
 def _keep_sigterm_handler() -> Iterator[None]:
-    """``ray.init`` replaces the SIGTERM handler with one that exits; a handler the program
-    installed itself (the CLI's: stop the run, keep the journal) is put back."""
+    """``ray.init`` installs a SIGTERM handler of its own that exits; a handler the program
+    installed itself (the CLI's: stop the run, keep the journal) must hold for the whole call,
+    since a SIGTERM can arrive while Ray starts. So while ``ray.init`` runs, its attempt to
+    replace that handler is skipped (other signals pass through), and the handler is put back
+    afterwards in any case. Without a handler of the program's own, Ray's is left alone."""
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
+    if not (main and callable(before)):
+        yield
+        return
+    original = signal.signal
+
+    def keep_ours(signum: int, handler: Any) -> Any:
+        if signum == signal.SIGTERM:
+            return before
+        return original(signum, handler)
+
+    signal.signal = keep_ours  # type: ignore[assignment]
     try:
         yield
     finally:
-        if main and callable(before):
-            signal.signal(signal.SIGTERM, before)
+        signal.signal = original
+        original(signal.SIGTERM, before)
 
 
 def _token_available() -> bool:
