@@ -171,22 +171,8 @@ class Fleet:
         override the fleet's for this run. Bad input raises InputError or PlanError."""
         started = time.monotonic()
         clock = DriverClock()  # this coroutine runs on the event loop's thread: the driver
-        resumed: dict[str, StepResult] = {}
-        jr: Journal | None = None
         planner_cost = Cost()
-        if resume is not None:
-            jr = Journal.open_existing(resume)
-            task = jr.task()
-            plan = jr.plan()
-            resumed = jr.settled()
-        if task is None:
-            raise ConfigError("run() needs a task (or resume= a journal)")
-        if isinstance(task, dict):
-            task = Task.model_validate(task)
-        if budget is not None:
-            task = task.model_copy(update={"budget": budget})
-        elif self.budget is not None and task.budget == Budget():
-            task = task.model_copy(update={"budget": self.budget})
+        task, plan, jr, resumed = self._resolve_task(task, plan, resume, budget)
         tracker = BudgetTracker(task.budget, started)
         await self.executor.start()  # a bad or unreachable Ray address fails here, before planning
         if plan is None:
@@ -222,22 +208,49 @@ class Fleet:
         emit(Event(kind="plan_ready", run_id=task.id, data={"steps": len(plan.steps), "resumed": len(resumed), "planner": self.planner.name}))
         status = "interrupted"
         try:
-            report = await run.execute(started)
-            for _ in range(pol.replans if self.planner.has_large_model else 0):
-                if report.status != "failed":
-                    break
-                try:
-                    run = await self._replan(task, report, run, emit)
-                except TinyfleetError as e:  # a failed replan never loses the finished steps
-                    report = report.model_copy(update={"error": f"{report.error}; replan failed: {type(e).__name__}: {e}"})
-                    break
-                report = await run.execute(started)
+            report = await self._execute_with_replans(run, task, pol, started, emit)
             status = report.status
         finally:
             if jr is not None:
                 jr.write_end(status)
                 jr.close()
         emit(Event(kind="run_done", run_id=task.id, data={"status": report.status, "totals": report.totals.model_dump()}))
+        return report
+
+    def _resolve_task(
+        self, task: Task | dict[str, Any] | None, plan: Plan | None, resume: str | Path | None, budget: Budget | None
+    ) -> tuple[Task, Plan | None, Journal | None, dict[str, StepResult]]:
+        """The task, plan, journal and settled steps a run starts from: a resumed journal's, or
+        the caller's task with the run's (or the fleet's) budget put in."""
+        resumed: dict[str, StepResult] = {}
+        jr: Journal | None = None
+        if resume is not None:
+            jr = Journal.open_existing(resume)
+            task = jr.task()
+            plan = jr.plan()
+            resumed = jr.settled()
+        if task is None:
+            raise ConfigError("run() needs a task (or resume= a journal)")
+        if isinstance(task, dict):
+            task = Task.model_validate(task)
+        if budget is not None:
+            task = task.model_copy(update={"budget": budget})
+        elif self.budget is not None and task.budget == Budget():
+            task = task.model_copy(update={"budget": self.budget})
+        return task, plan, jr, resumed
+
+    async def _execute_with_replans(self, run: PlanRun, task: Task, pol: Policy, started: float, emit: Hook) -> RunReport:
+        """Run the plan; while it fails and the planner has a large model, replan (up to
+        ``pol.replans`` times) keeping every settled step."""
+        report = await run.execute(started)
+        for _ in range(pol.replans if self.planner.has_large_model else 0):
+            if report.status != "failed":
+                break
+            try:
+                run = await self._replan(task, report, run, emit)
+            except TinyfleetError as e:  # a failed replan never loses the finished steps
+                return report.model_copy(update={"error": f"{report.error}; replan failed: {type(e).__name__}: {e}"})
+            report = await run.execute(started)
         return report
 
     async def _replan(self, task: Task, report: RunReport, run: PlanRun, emit: Hook) -> PlanRun:
