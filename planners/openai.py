@@ -24,6 +24,8 @@ the client's own retries are off so they do not multiply), a timeout per call, t
 and dollars from a :class:`~orchestrator.PriceTable` (the built-in one of ``workers.llm.prices``
 by default). The API key is a ``SecretStr``; every
 text that leaves this module (errors, log lines, attempt info) is scrubbed of it.
+``http_client=`` (an ``httpx2.AsyncClient``) or ``transport=`` (an ``httpx2.MockTransport``
+in tests) replace the network edge; the parsing, retries and billing stay these.
 
     planner = OpenAIPlanner.from_env(large_model="gpt-4o")      # OPENAI_API_KEY, OPENAI_BASE_URL
     report = await Fleet(planner=planner).run(Task(goal="..."))
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -70,6 +72,9 @@ from workers.llm.prices import load_price_table
 from workers.llm.reply_parsing import ReplyError, excerpt, read_json_reply
 from workers.registry import SkillRegistry
 
+if TYPE_CHECKING:
+    import httpx2
+
 __all__ = [
     "ChatClient",
     "Completion",
@@ -80,18 +85,6 @@ __all__ = [
     "OpenAISettings",
     "parse_json_reply",
 ]
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-# ---------------------------------------------------------------------------- settings
-
-
-# ---------------------------------------------------------------------------- secrets
-
-
-# ---------------------------------------------------------------------------- the client
 
 
 # ---------------------------------------------------------------------------- replies
@@ -169,10 +162,13 @@ class OpenAIPlanner:
         *,
         prices: PriceTable | None = None,
         solve_confidence: float = 0.8,
+        http_client: httpx2.AsyncClient | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings if settings is not None else OpenAISettings.from_env()
         self.prices = prices if prices is not None else load_price_table()
-        self.chat = ChatClient(self.settings, prices=self.prices)  # ConfigError without a key
+        # ConfigError without a key; http_client / transport replace the network edge (see ChatClient)
+        self.chat = ChatClient(self.settings, prices=self.prices, http_client=http_client, transport=transport)
         self.model = self.settings.large_model
         self.name = f"openai:{self.model}"
         self.solve_confidence = solve_confidence
@@ -185,13 +181,18 @@ class OpenAIPlanner:
         *,
         prices: PriceTable | None = None,
         solve_confidence: float = 0.8,
+        http_client: httpx2.AsyncClient | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         **overrides: Any,
     ) -> OpenAIPlanner:
         """Build from the environment (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
         ``TINYFLEET_LARGE_MODEL``, ...); keyword overrides that are not None win, e.g.
         ``OpenAIPlanner.from_env(large_model="gpt-4o", base_url="http://localhost:8000/v1")``.
         Raises ConfigError (saying what to set) when the key is missing."""
-        return cls(OpenAISettings.from_env(env, **overrides), prices=prices, solve_confidence=solve_confidence)
+        return cls(
+            OpenAISettings.from_env(env, **overrides), prices=prices, solve_confidence=solve_confidence,
+            http_client=http_client, transport=transport,
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIPlanner(model={self.model!r}, base_url={self.settings.base_url!r})"

@@ -1,24 +1,30 @@
 """The OpenAI-compatible chat client that every LLM-backed part uses (planner, large model,
-small-model followers): settings, retries with back-off, the response-format ladder, token
-accounting and secret redaction."""
+small-model followers): retries with back-off, the response-format ladder, token accounting
+and secret redaction, over an HTTP client the caller may inject.
+
+The pieces live in small modules, re-exported here: :mod:`workers.llm.settings`
+(:class:`OpenAISettings`), :mod:`workers.llm.errors` (what a failed call raises),
+:mod:`workers.llm.backoff` (Retry-After and jitter), :mod:`workers.llm.redaction`.
+
+**The HTTP seam.** ``ChatClient(settings, http_client=...)`` sends through the caller's async
+HTTP client (an ``httpx2.AsyncClient``, the library the ``openai`` client is built on; its
+own headers, proxies and limits apply); ``transport=...`` keeps the library's client but
+sends through the caller's transport (``httpx2.MockTransport`` in tests: no socket, no
+thread). Either way the retries, format ladder, parsing and billing are this module's. An
+injected client or transport is the caller's to close; credentials in the injected client's
+own headers are scrubbed from every error and log line like the API key."""
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import os
-import random
 import re
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -27,16 +33,26 @@ from tenacity import (
     stop_after_delay,
 )
 
-from tinyfleet_core.errors import (
-    ConfigError,
-    WorkerError,
-    WorkerUnavailable,
-)
+from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import Cost
 from tinyfleet_core.prices import PriceTable
-from tinyfleet_core.validation import problems
+from workers.llm.backoff import Backoff
+from workers.llm.errors import (
+    ContextTooLong,
+    FormatRejected,
+    LLMRequestError,
+    LLMUnavailable,
+    convert_error,
+    describe,
+    transient,
+)
 from workers.llm.prices import load_price_table, model_price
+from workers.llm.redaction import Redactor, header_secrets
 from workers.llm.reply_parsing import ModelReply, read_json_reply
+from workers.llm.settings import OpenAISettings, ResponseFormat
+
+if TYPE_CHECKING:
+    import httpx2
 
 __all__ = ["ChatClient", "Completion", "ContextTooLong", "LLMRequestError", "LLMUnavailable", "OpenAISettings", "ResponseFormat", "parse_json_reply"]
 
@@ -44,155 +60,10 @@ __all__ = ["ChatClient", "Completion", "ContextTooLong", "LLMRequestError", "LLM
 log = logging.getLogger("tinyfleet.llm")
 
 
-ResponseFormat = Literal["auto", "json_schema_strict", "json_schema", "json_object", "none"]
-
-
 _FORMAT_LADDER: list[ResponseFormat] = ["json_schema_strict", "json_schema", "json_object", "none"]
 
 
 _STRICT_HOSTS = re.compile(r"^https://(api\.openai\.com|[^/]+\.openai\.azure\.com)(/|$)")
-
-
-class LLMUnavailable(WorkerUnavailable):
-    """The model endpoint kept failing (429, 5xx, timeouts, connection errors) past every retry."""
-
-
-class LLMRequestError(WorkerError):
-    """The model endpoint refused a request for a reason retrying cannot fix (a 4xx)."""
-
-
-class ContextTooLong(LLMRequestError):
-    """The server said the prompt does not fit its context window. ``limit`` and
-    ``requested`` are the token counts it named (None when it named none)."""
-
-    def __init__(self, message: str, *, limit: int | None = None, requested: int | None = None) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.requested = requested
-
-
-_CONTEXT_ERROR = re.compile(
-    r"(?i)context[ _]length|context window|maximum context|too many tokens|prompt is too long|exceeds the (model's )?context"
-)
-
-
-_TOKEN_COUNT = re.compile(r"(?i)\b(\d+)\s*(?:input\s+)?tokens\b")
-
-
-_ENV_SETTINGS = (
-    ("OPENAI_API_KEY", "api_key"),
-    ("OPENAI_BASE_URL", "base_url"),
-    ("TINYFLEET_LARGE_MODEL", "large_model"),
-    ("TINYFLEET_SMALL_MODEL", "small_model"),
-    ("TINYFLEET_LLM_TIMEOUT_S", "timeout_s"),
-    ("TINYFLEET_RESPONSE_FORMAT", "response_format"),
-    ("TINYFLEET_SEED", "seed"),
-)
-
-
-class OpenAISettings(BaseModel):
-    """Where the models are and how to call them. ``from_env`` reads ``OPENAI_API_KEY``,
-    ``OPENAI_BASE_URL``, ``TINYFLEET_LARGE_MODEL``, ``TINYFLEET_SMALL_MODEL``,
-    ``TINYFLEET_LLM_TIMEOUT_S``, ``TINYFLEET_RESPONSE_FORMAT`` and ``TINYFLEET_SEED``. The key
-    is a SecretStr: its repr shows ``**********``.
-
-    ``response_format="auto"`` asks OpenAI itself (api.openai.com, Azure OpenAI) for a strict
-    schema (``planners.strict_schema``) and other servers for the plain one; a server that
-    rejects a format steps down the ladder strict -> json_schema -> json_object -> none."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_key: SecretStr | None = None
-    base_url: str = "https://api.openai.com/v1"
-    large_model: str = "gpt-4o"
-    small_model: str = "gpt-4o-mini"
-    timeout_s: float = Field(default=60.0, gt=0, description="per HTTP call")
-    max_attempts: int = Field(default=5, ge=1, le=20, description="tries per call, first included")
-    max_total_s: float = Field(default=300.0, gt=0, description="stop retrying a call after this long")
-    backoff_initial_s: float = Field(default=0.5, ge=0)
-    backoff_max_s: float = Field(default=20.0, ge=0)
-    retry_after_cap_s: float = Field(default=30.0, ge=0, description="longest Retry-After honoured")
-    response_format: ResponseFormat = "auto"
-    max_repairs: int = Field(default=3, ge=0, le=10, description="re-asks after an invalid plan or answer")
-    repair_budget_tokens: int = Field(
-        default=4000, ge=200, description="most tokens (chars / 4) a re-ask adds: the last plan and its problems"
-    )
-    seed: int | None = Field(default=None, description="base of the small model's particle seeds (None: drawn per batch)")
-    temperature: float = Field(default=0.0, ge=0, le=2, description="planner and large model")
-    small_temperature: float = Field(default=0.8, gt=0, le=2, description="small-LLM particles")
-    max_tokens: int | None = Field(default=None, ge=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, v: str) -> str:
-        parts = urlsplit(v.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            # the value is not echoed: a URL may carry credentials (user:password@host)
-            raise ValueError("must be an http(s) URL with a host, such as https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
-        return v.strip()
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> OpenAISettings:
-        """Settings from ``env`` (default ``os.environ``); non-None ``overrides`` win.
-
-        Raises ConfigError naming the bad setting (the variable, when the value came from
-        one), never echoing its value: bad configuration is refused here, before any request
-        or retry."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        var_of: dict[str, str] = {}
-        for var, key in _ENV_SETTINGS:
-            if env.get(var):
-                values[key] = env[var]
-                var_of[key] = var
-        given = {k: v for k, v in overrides.items() if v is not None}
-        values.update(given)
-        try:
-            return cls(**values)
-        except ValidationError as e:
-            found = "; ".join(f"{var_of[loc] if loc in var_of and loc not in given else loc}: {msg}" for loc, msg in problems(e))
-            raise ConfigError(f"bad OpenAI settings: {found}") from None
-
-    def require_key(self) -> str:
-        key = self.api_key.get_secret_value() if self.api_key is not None else ""
-        if not key.strip():
-            raise ConfigError(
-                "no API key for the OpenAI-compatible endpoint: set OPENAI_API_KEY (for local servers "
-                "such as vLLM or Ollama that ignore it, any non-empty value, e.g. OPENAI_API_KEY=local)"
-            )
-        return key
-
-
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",}]+")
-
-
-_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
-
-
-_AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\n]+")
-
-
-class _Redactor:
-    """Scrubs a secret (and anything shaped like a bearer token or ``sk-`` key) from text."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def literal(self, text: str) -> str:
-        """Only the secrets themselves (for model replies, where 'Authorization: Bearer ...'
-        may be legitimate content, e.g. generated code)."""
-        for s in self._secrets:
-            text = text.replace(s, "[redacted]")
-        return text
-
-    def __call__(self, text: str, limit: int = 600) -> str:
-        """Secrets and anything shaped like a credential, cut to ``limit`` characters (for
-        error messages and log lines)."""
-        text = self.literal(text)
-        text = _AUTH_HEADER.sub(r"\1[redacted]", text)
-        text = _BEARER.sub(r"\1[redacted]", text)
-        text = _SK_KEY.sub("[redacted]", text)
-        return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -224,94 +95,45 @@ class Completion:
         )
 
 
-_ABOUT_FORMAT = re.compile(r"(?i)response_format|json|schema|format|structured|grammar|guided")
-
-
-class _FormatRejected(Exception):
-    """Internal: the server refused our ``response_format``."""
-
-
-def _transient(e: BaseException) -> bool:
-    if isinstance(e, openai.APIStatusError):
-        if e.status_code == 429:
-            return _error_code(e) != "insufficient_quota"
-        return e.status_code >= 500 or e.status_code == 408
-    return isinstance(e, (openai.APIConnectionError, TimeoutError))  # APITimeoutError is a connection error
-
-
-def _error_code(e: openai.APIStatusError) -> str | None:
-    body = e.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and isinstance(err.get("code"), str):
-            return str(err["code"])
-    return None
-
-
-def _retry_after(e: BaseException | None) -> float | None:
-    if not isinstance(e, openai.APIStatusError):
-        return None
-    headers = e.response.headers
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-
-
-class _Backoff:
-    """Tenacity wait: Retry-After when the server sends one (capped), else exponential
-    backoff with jitter (uniform in the upper half of the exponential step)."""
-
-    def __init__(self, initial: float, maximum: float, cap: float) -> None:
-        self.initial, self.maximum, self.cap = initial, maximum, cap
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        ra = _retry_after(exc)
-        if ra is not None:
-            return min(ra, self.cap)
-        step = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
-        return random.uniform(step / 2, step)
-
-
-_CODE_PREFIX = re.compile(r"^Error code: \d+ - ")
-
-
-def _describe(e: BaseException, redact: _Redactor) -> str:
-    if isinstance(e, openai.APIStatusError):
-        return redact(f"HTTP {e.status_code}: {_CODE_PREFIX.sub('', e.message)}")
-    if isinstance(e, openai.APITimeoutError) or isinstance(e, TimeoutError):
-        return "timed out"
-    if isinstance(e, openai.APIConnectionError):
-        return redact(f"connection error: {e.message}")
-    if isinstance(e, json.JSONDecodeError):
-        return "the HTTP body is not JSON"
-    return redact(f"{type(e).__name__}: {e}")
+def _check_http_seam(http_client: Any, transport: Any) -> None:
+    """ConfigError for an HTTP client or transport this async client cannot send through."""
+    if http_client is not None and transport is not None:
+        raise ConfigError("give http_client or transport, not both: an HTTP client brings its own transport")
+    if http_client is not None and not callable(getattr(http_client, "aclose", None)):
+        raise ConfigError(
+            f"http_client must be an async HTTP client such as httpx2.AsyncClient, got {type(http_client).__name__}: "
+            "the chat client is async; to reuse a sync client's transport, pass transport= instead"
+        )
+    if transport is not None and not callable(getattr(transport, "handle_async_request", None)):
+        raise ConfigError(
+            f"transport must be an async HTTP transport such as httpx2.MockTransport or httpx2.AsyncHTTPTransport, "
+            f"got {type(transport).__name__}"
+        )
 
 
 class ChatClient:
     """Chat completions against one OpenAI-compatible endpoint, with retries, a timeout per
     call, ``response_format`` fallback, usage and dollars, and secrets scrubbed from every
-    error. The underlying ``AsyncOpenAI`` is made per event loop (it must not cross loops)."""
+    error. The underlying ``AsyncOpenAI`` is made per event loop (it must not cross loops).
 
-    def __init__(self, settings: OpenAISettings, *, prices: PriceTable | None = None) -> None:
+    ``http_client`` (an async HTTP client, used on one event loop) or ``transport`` (an async
+    transport, any loop) replace the network edge; see the module docs."""
+
+    def __init__(
+        self,
+        settings: OpenAISettings,
+        *,
+        prices: PriceTable | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
         self.settings = settings
         self._key = settings.require_key()
+        _check_http_seam(http_client, transport)
+        self._http_client, self._transport = http_client, transport
         self.prices = prices if prices is not None else load_price_table()
-        self.redact = _Redactor([self._key])
+        own_headers = header_secrets(getattr(http_client, "headers", None) or {})
+        self.redact = Redactor([self._key, *own_headers])
         self.format: ResponseFormat = settings.response_format
         if self.format == "auto":
             self.format = "json_schema_strict" if _STRICT_HOSTS.match(settings.base_url) else "json_schema"
@@ -324,14 +146,21 @@ class ChatClient:
     def _openai(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
+            http = self._http_client
+            if http is None and self._transport is not None:
+                http = openai.DefaultAsyncHttpxClient(transport=self._transport)
             self._client = openai.AsyncOpenAI(
-                api_key=self._key, base_url=self.settings.base_url, max_retries=0, timeout=self.settings.timeout_s
+                api_key=self._key, base_url=self.settings.base_url, max_retries=0, timeout=self.settings.timeout_s,
+                http_client=http,
             )
             self._loop = loop
         return self._client
 
     async def aclose(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
+        """Close the HTTP client this object made; an injected client or transport stays
+        open (it is the caller's)."""
+        owned = self._http_client is None and self._transport is None
+        if owned and self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.close()
         self._client, self._loop = None, None
 
@@ -375,7 +204,7 @@ class ChatClient:
             try:
                 done = await self._call(messages, model, fmt, temperature, seed, what)
                 return done if fmt is None else _with_format(done, effective)
-            except _FormatRejected as rejected:
+            except FormatRejected as rejected:
                 reason = str(rejected)
             if self.format != used:
                 continue  # a concurrent call already fell back
@@ -385,6 +214,22 @@ class ChatClient:
                 what, self.settings.base_url, effective, reason, nxt,
             )
             self.format = nxt
+
+    def _request(
+        self, messages: list[dict[str, str]], model: str, fmt: dict[str, Any] | None, temperature: float | None,
+        seed: int | None,
+    ) -> dict[str, Any]:
+        """The keyword arguments of one ``chat.completions.create`` call."""
+        s = self.settings
+        kwargs: dict[str, Any] = {"model": model, "messages": messages}
+        kwargs["temperature"] = s.temperature if temperature is None else temperature
+        if fmt is not None:
+            kwargs["response_format"] = fmt
+        if seed is not None:
+            kwargs["seed"] = seed
+        if s.max_tokens is not None:
+            kwargs["max_tokens"] = s.max_tokens
+        return kwargs
 
     async def _call(
         self,
@@ -396,18 +241,11 @@ class ChatClient:
         what: str,
     ) -> Completion:
         s = self.settings
-        kwargs: dict[str, Any] = {"model": model, "messages": messages}
-        kwargs["temperature"] = s.temperature if temperature is None else temperature
-        if fmt is not None:
-            kwargs["response_format"] = fmt
-        if seed is not None:
-            kwargs["seed"] = seed
-        if s.max_tokens is not None:
-            kwargs["max_tokens"] = s.max_tokens
+        kwargs = self._request(messages, model, fmt, temperature, seed)
         started = time.monotonic()
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            wait=_Backoff(s.backoff_initial_s, s.backoff_max_s, s.retry_after_cap_s),
+            retry=retry_if_exception(transient),
+            wait=Backoff(s.backoff_initial_s, s.backoff_max_s, s.retry_after_cap_s),
             stop=stop_after_attempt(s.max_attempts) | stop_after_delay(s.max_total_s),
             before_sleep=lambda st: self._log_retry(st, what, model),
             reraise=True,
@@ -426,7 +264,10 @@ class ChatClient:
         if failure is not None:
             # Raised outside the except block: openai's exception (which may echo request
             # headers or bodies) is neither chained nor kept as context.
-            raise self._convert(failure, fmt, model, what, tries, time.monotonic() - started)
+            raise convert_error(
+                failure, base_url=s.base_url, redact=self.redact, fmt_sent=fmt is not None, model=model, what=what,
+                tries=tries, elapsed=time.monotonic() - started,
+            )
         return self._completion(response, model, what, tries)
 
     def _log_retry(self, state: RetryCallState, what: str, model: str) -> None:
@@ -435,41 +276,8 @@ class ChatClient:
         log.warning(
             "%s: %s (model %s) try %d/%d failed: %s; retrying in %.2f s",
             what, self.settings.base_url, model, state.attempt_number, self.settings.max_attempts,
-            _describe(exc, self.redact) if exc else "?", wait,
+            describe(exc, self.redact) if exc else "?", wait,
         )
-
-    def _convert(
-        self, e: BaseException, fmt: dict[str, Any] | None, model: str, what: str, tries: int, elapsed: float
-    ) -> Exception:
-        where = f"{self.settings.base_url} (model {model!r})"
-        desc = _describe(e, self.redact)
-        if _transient(e):
-            return LLMUnavailable(
-                f"{what}: the model endpoint {where} failed {tries} time(s) in {elapsed:.1f} s; last error: {desc}. "
-                "Check that the server at OPENAI_BASE_URL is up, or raise timeout_s / max_attempts"
-            )
-        if isinstance(e, openai.APIStatusError):
-            code = e.status_code
-            if code in (400, 413, 422) and (_error_code(e) == "context_length_exceeded" or _CONTEXT_ERROR.search(desc)):
-                numbers = [int(n) for n in _TOKEN_COUNT.findall(desc)]
-                return ContextTooLong(
-                    f"{what}: the prompt does not fit the context window of {where} ({desc})",
-                    limit=numbers[0] if numbers else None,
-                    requested=numbers[1] if len(numbers) > 1 else None,
-                )
-            if code in (400, 422) and fmt is not None and _ABOUT_FORMAT.search(desc):
-                return _FormatRejected(desc)
-            if code in (401, 403):
-                return ConfigError(f"{what}: the endpoint {where} refused the API key ({desc}); check OPENAI_API_KEY")
-            if code == 404:
-                return ConfigError(
-                    f"{what}: {where} answered 404 ({desc}); check the model name (TINYFLEET_LARGE_MODEL / "
-                    "TINYFLEET_SMALL_MODEL) and that OPENAI_BASE_URL ends in /v1"
-                )
-            if code == 429:
-                return ConfigError(f"{what}: the endpoint {where} says the account's quota is spent ({desc})")
-            return LLMRequestError(f"{what}: the endpoint {where} refused the request ({desc})")
-        return LLMRequestError(f"{what}: the endpoint {where} gave an unusable response ({desc})")
 
     def _completion(self, response: Any, model: str, what: str, tries: int) -> Completion:
         choices = getattr(response, "choices", None)
