@@ -44,7 +44,7 @@ from workers.base import Skill, Tier
 from workers.builtin import default_registry, maze_skill, route_skill, sudoku_skill
 from workers.kits.classic import MazeGreedyWorker
 from workers.kits.maze import MazeInput, bfs_path, with_endpoints
-from workers.llm.client import LLMUnavailable, OpenAISettings
+from workers.llm.client import LLMRequestError, LLMUnavailable, OpenAISettings
 from workers.llm.followers import LLMJudgeVerifier, SmallLLMWorker, llm_tier, particle_seed
 from workers.registry import SkillRegistry
 
@@ -553,3 +553,134 @@ def test_small_llm_worker_is_cheap_to_build_without_settings() -> None:
     # `tinyfleet skills` instantiates tier workers to name them: no key, no network needed.
     w = llm_tier(sudoku_skill()).worker()
     assert isinstance(w, SmallLLMWorker) and w.name == "llm.small" and w.stochastic
+
+
+# ---------------------------------------------------------------------------- an injected HTTP client
+#
+# The network edge replaced by an httpx2 transport (the HTTP library the openai client is built
+# on): no socket, no server thread. What runs is still the real openai client, the planner's
+# parsing and repairs, the retries and the billing.
+
+NOWHERE = "http://model.invalid/v1"  # never resolved: the transport answers every request
+GATEWAY_KEY = "gw-" + "G4TEWAYsecret" * 2
+
+
+def _completion_body(model: str, content: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-injected", "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class TransportModel:
+    """A scripted model behind an ``httpx2.MockTransport``: a queue of (status, body, headers)
+    answers first, then ``competent_model``; every request recorded with its JSON body."""
+
+    def __init__(self, *queued: tuple[int, dict[str, Any], dict[str, str]]) -> None:
+        self.queue = list(queued)
+        self.seen: list[tuple[Any, dict[str, Any]]] = []
+        self.usage: list[tuple[str, int, int]] = []
+
+    def __call__(self, request: Any) -> Any:
+        import httpx2
+
+        body = json.loads(request.content)
+        self.seen.append((request, body))
+        if self.queue:
+            status, doc, headers = self.queue.pop(0)
+            if status == 200:
+                self.usage.append((body["model"], doc["usage"]["prompt_tokens"], doc["usage"]["completion_tokens"]))
+            return httpx2.Response(status, json=doc, headers=headers)
+        rec = RecordedRequest("POST", request.url.path, dict(request.headers), request.content.decode(), body)
+        reply = competent_model(rec)
+        self.usage.append((body["model"], reply.prompt_tokens, reply.completion_tokens))
+        doc = _completion_body(body["model"], str(reply.content), reply.prompt_tokens, reply.completion_tokens)
+        return httpx2.Response(200, json=doc)
+
+    def schema_names(self) -> list[str | None]:
+        return [((b.get("response_format") or {}).get("json_schema") or {}).get("name") for _, b in self.seen]
+
+
+def injected_settings(**kw: Any) -> OpenAISettings:
+    base: dict[str, Any] = {"api_key": KEY, "base_url": NOWHERE, "large_model": MODEL, "timeout_s": 2.0,
+                            "max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "retry_after_cap_s": 0.1}
+    return OpenAISettings(**(base | kw))
+
+
+async def test_planner_runs_end_to_end_through_an_injected_transport() -> None:
+    import httpx2
+
+    rate_limited = {"error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}}
+    model = TransportModel(
+        (429, rate_limited, {"Retry-After": "0"}),  # retried by the client's own back-off
+        (200, _completion_body(MODEL, json.dumps(UNKNOWN_SKILL), 900, 120), {}),  # re-asked by the planner
+    )
+    planner = OpenAIPlanner(injected_settings(), prices=PRICES, transport=httpx2.MockTransport(model))
+    fleet = Fleet(planner=planner, executor="local")
+    report = await fleet.run(Task(goal=GOAL))
+    await fleet.close()
+
+    assert report.status == "succeeded", report.error
+    assert list(report.output["path"][0]) == [0, 0] and list(report.output["path"][-1]) == [0, 5]
+    # 429 (retried), the unknown skill (repaired), the good plan, the escalation of leg0
+    assert model.schema_names() == ["tinyfleet_plan", "tinyfleet_plan", "tinyfleet_plan", "maze_route"]
+    repair = model.seen[2][1]["messages"]
+    assert validation_error(UNKNOWN_SKILL) in repair[-1]["content"]
+    assert repair[-2] == {"role": "assistant", "content": json.dumps(UNKNOWN_SKILL, separators=(",", ":"))}
+    assert all(req.url.host == "model.invalid" and req.headers["authorization"] == f"Bearer {KEY}" for req, _ in model.seen)
+    # billing: the usage of the three answered calls, priced by the table (the 429 costs nothing)
+    t = report.totals
+    assert (t.tokens_in, t.tokens_out) == (900 + 1200 + 400, 120 + 300 + 50)
+    assert t.planner_calls == 2 and t.large_model_calls == 1
+    assert t.cost_usd == pytest.approx(sum(PRICES.price(m).cost(i, o) for m, i, o in model.usage))
+
+
+async def test_injected_client_headers_never_leak_into_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    import httpx2
+
+    caplog.set_level(logging.DEBUG)
+
+    def echo_headers(request: httpx2.Request) -> httpx2.Response:  # a proxy that quotes what it got
+        said = "; ".join(f"{k}: {v}" for k, v in request.headers.items())
+        status = 500 if len(seen) < 2 else 400
+        seen.append(request)
+        return httpx2.Response(status, json={"error": {"message": f"upstream failed, request headers: {said}",
+                                                       "type": "server_error", "param": None, "code": None}})
+
+    seen: list[httpx2.Request] = []
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(echo_headers), headers={"X-Gateway-Key": GATEWAY_KEY})
+    planner = OpenAIPlanner(injected_settings(), prices=PRICES, http_client=client)
+    with pytest.raises(LLMRequestError) as info:
+        await planner.plan(Task(goal=GOAL), default_registry())
+    await planner.aclose()
+
+    # Both secrets were really sent through the injected client, and echoed back.
+    assert len(seen) == 3
+    assert all(r.headers["x-gateway-key"] == GATEWAY_KEY and r.headers["authorization"] == f"Bearer {KEY}" for r in seen)
+    exc = info.value
+    places = {
+        "exception": "".join(traceback.format_exception(exc)) + repr(exc),
+        "logs": "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records) + caplog.text,
+        "planner": repr(planner) + repr(planner.chat),
+    }
+    for where, text in places.items():
+        for secret, part in ((KEY, "S3CRETkey"), (GATEWAY_KEY, "G4TEWAYsecret")):
+            assert secret not in text and part not in text, f"a secret leaked into the {where}"
+    assert "[redacted]" in places["exception"] and "retrying in" in places["logs"]
+    assert exc.__cause__ is None and exc.__context__ is None
+    # The injected client is the caller's: the planner did not close it.
+    assert not client.is_closed
+    await client.aclose()
+
+
+def test_an_http_client_the_async_planner_cannot_use_is_a_config_error() -> None:
+    import httpx2
+
+    with httpx2.Client() as sync_client, pytest.raises(ConfigError, match="async HTTP client"):
+        OpenAIPlanner(injected_settings(), http_client=sync_client)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="not both"):
+        OpenAIPlanner(injected_settings(), http_client=httpx2.AsyncClient(), transport=httpx2.MockTransport(lambda r: None))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="async HTTP transport"):
+        OpenAIPlanner(injected_settings(), transport=httpx2.HTTPTransport())  # type: ignore[arg-type]

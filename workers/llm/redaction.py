@@ -19,9 +19,10 @@ _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\n]+")
 
 
-# Header names whose values are credentials (lower case): auth schemes, API-key headers of
-# gateways and Azure, cookies. A name that contains one of these words counts too.
-_CREDENTIAL_WORDS = ("authorization", "api-key", "api_key", "apikey", "token", "secret", "cookie", "password")
+# A header whose (lower-case) name contains one of these words carries a credential: auth
+# schemes (authorization, proxy-authorization, x-auth-token), API keys of gateways and Azure
+# (x-api-key, api-key, ocp-apim-subscription-key), cookies.
+_CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
 
 
 def header_secrets(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[str]:
