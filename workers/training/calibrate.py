@@ -322,6 +322,49 @@ def _r(x: float | None, k: int = 4) -> float | None:
     return None if x is None else round(float(x), k)
 
 
+def _check_options(n: int, check_n: int | None, method: str, tolerance: float, margin: float) -> None:
+    if n < 1 or (check_n is not None and check_n < 1):
+        raise InputError(f"--n must be at least 1, got {n if n < 1 else check_n}")
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {list(METHODS)}, got {method!r}")
+    if not 0 < tolerance < 1 or not 0 <= margin < tolerance:
+        raise InputError(f"--tolerance must be in (0, 1) and --margin in [0, tolerance), got {tolerance} and {margin}")
+
+
+def _load_for_calibration(path: Path | str, seed: int, device: str) -> tuple[RecursiveModel, TaskData, int]:
+    """(the model, the task data its card names, the step cap it is served with)."""
+    model, card = load_checkpoint(path, device)
+    skill, size = card.get("skill"), card.get("size")
+    if not isinstance(skill, str) or not isinstance(size, int):
+        raise ConfigError(f"model card of {path} names no skill and size; it cannot say which items to calibrate on")
+    frame = int(card.get("frame") or 0)  # a frame model (maze.route-trm-fF) reads every grid up to F x F
+    by_frame: dict[str, Any] = {"frame": frame} if frame else {}
+    data = task_data(skill, size, seed, **by_frame)  # a frame model: the training mixture of grid families
+    cap = int(card.get("infer_steps", card["config"]["N_sup"]))
+    return model, data, cap
+
+
+def _check_numbers(chk: Trace, served: Halted, native: Halted, cal: Calibration, m: int, seed: int, cap: int) -> dict[str, Any]:
+    """The check split's measured numbers: the served loop with the calibration, the model's
+    own halting, and the log loss of both confidences per step."""
+    sure_n, sure_exact = served.confident()
+    nat_n, nat_exact = native.confident()
+    raw_conf = 1.0 / (1.0 + np.exp(-chk.logits))
+    return {
+        "split": CHECK_SPLIT, "seed": seed, "n": m, "steps": cap,
+        "exact_at_cap": _r(float(chk.correct[:, -1].mean())),
+        "exact_halted": _r(served.exact),
+        "mean_steps_halted": _r(served.mean_steps, 3),
+        "confident_n": sure_n,
+        "confident_share": _r(sure_n / m),
+        "confident_exact": _r(sure_exact),
+        "native": {"exact": _r(native.exact), "mean_steps": _r(native.mean_steps, 3),
+                   "confident_n": nat_n, "confident_exact": _r(nat_exact)},
+        "log_loss_per_step": {"raw_sigmoid": _r(_log_loss(raw_conf, chk.correct)),
+                              "calibrated": _r(_log_loss(cal.apply(chk.logits), chk.correct))},
+    }
+
+
 def calibrate_checkpoint(
     path: Path | str,
     *,
@@ -338,20 +381,8 @@ def calibrate_checkpoint(
 ) -> Calibration:
     """Fit and check the calibration of the checkpoint at ``path`` (its card names skill and
     size); returns it with its measured numbers. Writing it into the card is the caller's."""
-    if n < 1 or (check_n is not None and check_n < 1):
-        raise InputError(f"--n must be at least 1, got {n if n < 1 else check_n}")
-    if method not in METHODS:
-        raise InputError(f"--method must be one of {list(METHODS)}, got {method!r}")
-    if not 0 < tolerance < 1 or not 0 <= margin < tolerance:
-        raise InputError(f"--tolerance must be in (0, 1) and --margin in [0, tolerance), got {tolerance} and {margin}")
-    model, card = load_checkpoint(path, device)
-    skill, size = card.get("skill"), card.get("size")
-    if not isinstance(skill, str) or not isinstance(size, int):
-        raise ConfigError(f"model card of {path} names no skill and size; it cannot say which items to calibrate on")
-    frame = int(card.get("frame") or 0)  # a frame model (maze.route-trm-fF) reads every grid up to F x F
-    by_frame: dict[str, Any] = {"frame": frame} if frame else {}
-    data = task_data(skill, size, seed, **by_frame)  # a frame model: the training mixture of grid families
-    cap = int(card.get("infer_steps", card["config"]["N_sup"]))
+    _check_options(n, check_n, method, tolerance, margin)
+    model, data, cap = _load_for_calibration(path, seed, device)
     t0 = _dt.datetime.now(_dt.UTC)
 
     fit_items = data.items(n, FIT_SPLIT, seed)
@@ -372,25 +403,11 @@ def calibrate_checkpoint(
     native = simulate(chk, 1.0 / (1.0 + np.exp(-chk.logits)), chk.native_halt)
     exact_cap = float(chk.correct[:, -1].mean())
     sure_n, sure_exact = served.confident()
-    nat_n, nat_exact = native.confident()
-    raw_conf = 1.0 / (1.0 + np.exp(-chk.logits))
     measured: dict[str, Any] = {
         "fit": {"split": FIT_SPLIT, "seed": seed, "n": n, "steps": cap, "tolerance": tolerance, "margin": margin,
                 "exact_at_cap": _r(fit.correct[:, -1].mean()), "exact_halted": _r(on_fit.exact),
                 "mean_steps_halted": _r(on_fit.mean_steps, 3), "threshold_on": "5-fold cross-fitted confidences"},
-        "check": {
-            "split": CHECK_SPLIT, "seed": seed, "n": m, "steps": cap,
-            "exact_at_cap": _r(exact_cap),
-            "exact_halted": _r(served.exact),
-            "mean_steps_halted": _r(served.mean_steps, 3),
-            "confident_n": sure_n,
-            "confident_share": _r(sure_n / m),
-            "confident_exact": _r(sure_exact),
-            "native": {"exact": _r(native.exact), "mean_steps": _r(native.mean_steps, 3),
-                       "confident_n": nat_n, "confident_exact": _r(nat_exact)},
-            "log_loss_per_step": {"raw_sigmoid": _r(_log_loss(raw_conf, chk.correct)),
-                                  "calibrated": _r(_log_loss(cal.apply(chk.logits), chk.correct))},
-        },
+        "check": _check_numbers(chk, served, native, cal, m, seed, cap),
         "targets": {
             "halting_within_1_point": served.exact >= exact_cap - tolerance - 1e-12,
             "confident_right_98": sure_exact is not None and sure_exact >= 0.98,
