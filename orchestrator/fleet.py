@@ -20,6 +20,7 @@ a local Ray (``executor="ray"``).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
@@ -32,6 +33,7 @@ from orchestrator.executor import Executor, LocalExecutor
 from orchestrator.journal import Journal
 from orchestrator.ledger import DriverClock
 from orchestrator.run import PlanRun
+from orchestrator.view import LiveView
 from planners.base import Planner
 from planners.plan_check import validate_plan
 from planners.rules import RulePlanner
@@ -58,6 +60,8 @@ class Fleet:
     ``"local"`` (in-process). ``address``: a Ray address to attach to (``"auto"`` or
     ``ray://...``); None starts a local Ray sized to the machine unless ``RAY_ADDRESS`` is
     set. ``hooks`` are called with every Event of every run (tracing, logging).
+    ``view``: serve the run viewer on 127.0.0.1 while runs go (True: a free port; an int: that
+    port); its address is printed to stderr and kept in ``fleet.view.url`` (see docs/view.md).
     ``prices``: the price table for the report's CPU dollars (its ``cpu_core_hour_usd``);
     default: the planner's price table if it has one, else the defaults.
     """
@@ -74,6 +78,7 @@ class Fleet:
         hooks: Iterable[Hook] = (),
         address: str | None = None,
         prices: PriceTable | None = None,
+        view: bool | int = False,
     ) -> None:
         # what the caller left out comes from the environment, as for the CLI (TINYFLEET_*)
         # (what the caller passed overrides its variable before validation, so only a bad value
@@ -107,6 +112,9 @@ class Fleet:
         self._executor_arg = executor
         self._executor: Executor | None = executor if isinstance(executor, Executor) else None
         self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self.view: LiveView | None = None
+        if view:
+            self.serve_view(0 if view is True else int(view))
 
     # ------------------------------------------------------------------ setup
 
@@ -144,6 +152,15 @@ class Fleet:
 
     def add_hook(self, hook: Hook) -> None:
         self.hooks.append(hook)
+
+    def serve_view(self, port: int = 0) -> str:
+        """Serve the live run viewer on 127.0.0.1:``port`` (0: a free one), print and return its
+        address; every later run of this fleet shows there. ``fleet.view.close()`` stops it."""
+        if self.view is None:
+            self.view = LiveView(port)
+            self.hooks.append(self.view)
+            print(f"tinyfleet view: {self.view.url}", file=sys.stderr, flush=True)
+        return self.view.url
 
     # ------------------------------------------------------------------ running
 
@@ -186,6 +203,8 @@ class Fleet:
                 jr = Journal(path)
         if jr is not None:
             jr.write_start(task, plan)
+        if self.view is not None:
+            self.view.plan(task, plan)
 
         def emit(ev: Event) -> None:
             for h in [*self.hooks, *([on_event] if on_event else [])]:
@@ -214,6 +233,8 @@ class Fleet:
             if jr is not None:
                 jr.write_end(status)
                 jr.close()
+        if self.view is not None:
+            self.view.report(report)
         emit(Event(kind="run_done", run_id=task.id, data={"status": report.status, "totals": report.totals.model_dump()}))
         return report
 
@@ -274,6 +295,8 @@ class Fleet:
         }
         if run.journal is not None:
             run.journal.write_start(task, new)
+        if self.view is not None:
+            self.view.plan(task, new)
         emit(Event(kind="plan_ready", run_id=task.id, data={"steps": len(new.steps), "kept": len(kept), "replan": True, "planner": self.planner.name}))
         return PlanRun(
             self,

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default=None, help="default: TINYFLEET_POLICY, else ladder")
     r.add_argument("--particles", type=_positive_int, default=None, help="particles per step, 1 or more (overrides the plan)")
     r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
+    r.add_argument("--view", action="store_true", help="serve the run viewer on 127.0.0.1 and print its address; the page follows the run")
     r.add_argument("--seed", type=int, default=None, help="seed of small-LLM particles (default: drawn per run)")
     add_exec(r)
 
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     from workers.training.args import add_eval_options
 
     add_eval_options(e)
+
+    vw = sub.add_parser("view", help="look at a run in the browser: its plan DAG, attempts, verdicts, costs and timeline")
+    vw.add_argument("source", help="a run journal (runs/<task id>.sqlite) or a RunReport JSON file (run --json, demo's report.json)")
+    vw.add_argument("--port", type=int, default=None, help="serve on 127.0.0.1:PORT (default: a free port; with --html only when given)")
+    vw.add_argument("--html", default=None, help="write the page as one self-contained HTML file (opens offline)")
 
     b = sub.add_parser("bench", help="side-by-side benchmarks")
     b.add_argument("names", nargs="*")
@@ -152,9 +158,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.task is None and args.resume is None:
         raise _UsageError("run needs a TASK.json file or --resume JOURNAL")
     task = load_task(args.task) if args.task else None
+    if args.view:  # the page follows this process's fleet (a served fleet's events stay in its own process)
+        args.served = False
     if args.seed is not None:  # read by every small-LLM tier's settings (OpenAISettings.seed)
         os.environ["TINYFLEET_SEED"] = str(args.seed)
     fleet = _make_fleet(args, args.planner)
+    if args.view:
+        fleet.serve_view()
     if args.particles is not None:
         from planners.rules import RulePlanner
 
@@ -170,7 +180,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     hook = None if args.json else Progress()
     report = asyncio.run(interruptible(_run_with_progress(fleet, hook, task=task, journal=journal, resume=args.resume)))
     _print_report(report, args.json, hook, task)
+    _keep_view_up(fleet)
     return 0 if report.status == "succeeded" else 1
+
+
+def _keep_view_up(fleet: Fleet) -> None:
+    """After a ``run --view``: in a terminal, keep the page up until Ctrl-C; then stop it."""
+    if fleet.view is None:
+        return
+    try:
+        if sys.stdin.isatty():
+            print(f"tinyfleet view: the run is over; the page stays at {fleet.view.url} until Ctrl-C", file=sys.stderr, flush=True)
+            fleet.view.server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.view.close()
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    """Show a finished (or running) run from its journal or report: write one self-contained
+    HTML file (``--html``) and/or serve the page on 127.0.0.1 until Ctrl-C."""
+    from orchestrator.view import ViewServer, ViewState, load_document, write_html
+
+    document = load_document(args.source)
+    if args.html:
+        path = write_html(document, args.html)
+        print(f"wrote {path} ({path.stat().st_size:,} bytes; opens offline)", flush=True)
+        if args.port is None:
+            return 0
+    server = ViewServer(ViewState(document), args.port or 0)
+    print(f"tinyfleet view: {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -251,6 +298,7 @@ _COMMANDS = {
     "train": _cmd_train_eval,
     "eval": _cmd_train_eval,
     "bench": _cmd_bench,
+    "view": _cmd_view,
 }
 
 

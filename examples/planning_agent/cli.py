@@ -23,13 +23,14 @@ from orchestrator.console import render_report
 from orchestrator.exit_status import interruptible, run_guarded
 from orchestrator.fleet import Fleet
 from orchestrator.progress import Progress
+from orchestrator.view import document_from_report, write_html
 from tinyfleet_core.errors import ConfigError, InputError
 
-from .agent import DayResult, run_day
+from .agent import DayResult, day_task, run_day
 from .scenario import Scenario, generate, load_scenario
 from .skills import planning_registry
 
-__all__ = ["demo_command", "make_fleet", "describe", "build_parser", "main"]
+__all__ = ["demo_command", "make_fleet", "describe", "build_parser", "main", "write_run_view"]
 
 
 def make_fleet(planner: str = "rules", executor: str = "ray", address: str | None = None) -> Fleet:
@@ -93,12 +94,21 @@ def demo_command(args: argparse.Namespace) -> int:
     fleet = make_fleet(getattr(args, "planner", "rules"), args.executor, args.address)
     hook = None if args.json else Progress()
     result = asyncio.run(interruptible(_run(scenario, fleet, args.out, hook)))
+    write_run_view(result, scenario)
     if args.json:
         print(result.report.model_dump_json(indent=2))
     else:
         console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
         render_report(result.report, console, reasons=hook.reasons if hook else None, answer=False, extra=describe(result).splitlines())
     return 0 if result.ok else 1
+
+
+def write_run_view(result: DayResult, scenario: Scenario) -> Path:
+    """Write ``run.html`` beside the report: the run viewer's self-contained page of the day
+    (both phases' plans, every attempt and verdict; opens offline)."""
+    tasks = [day_task(scenario, phase) for phase in "ab"][: len(result.plans)]
+    document = document_from_report(result.report, plans=result.plans, tasks=tasks, source=str(result.report_path))
+    return write_html(document, result.out_dir / "run.html")
 
 
 def build_parser() -> argparse.ArgumentParser:
