@@ -28,6 +28,7 @@ from workers.kits import maze, sudoku
 from workers.models.hrm import HRM
 from workers.models.trm import TRM, run_recursive
 from workers.serving.calibration import Calibration
+from workers.serving.learned import BUNDLED, PointerWatch, resolve
 from workers.serving.neural_checkpoints import (
     CHECKPOINT_DIR,
     SERVE_MIN_EXACT,
@@ -129,9 +130,13 @@ class _RecursiveWorker(Worker):
         set_torch_threads()
         # a side -> its per-size checkpoint; -F -> the frame checkpoint of frame F
         self.models: dict[int, tuple[TRM | HRM, dict[str, Any]]] = {}
+        self.versions: dict[int, str] = {}  # size -> the version served (workers.serving.learned)
         for size in served_sizes(self.skill, self.model_kind, self.checkpoint_dir, self.min_exact):
             path = checkpoint_path(self.skill, self.model_kind, size, self.checkpoint_dir)
+            path, self.versions[size] = resolve(path)  # a promoted version CURRENT names, else the bundled file
             self.models[size] = load_checkpoint(path, device)
+        self._stems = {checkpoint_path(self.skill, self.model_kind, s, self.checkpoint_dir).stem: s for s in self.versions}
+        self._watch = PointerWatch(list(self._stems))
         for frame in served_frames(self.skill, self.model_kind, self.checkpoint_dir, self.min_exact):
             path = checkpoint_path(self.skill, self.model_kind, frame, self.checkpoint_dir, frame=True)
             self.models[-frame] = load_checkpoint(path, device)
@@ -153,6 +158,28 @@ class _RecursiveWorker(Worker):
     def _ensure(self) -> None:
         if not hasattr(self, "models"):
             self.setup(self.device)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Between batches: load the version a changed ``CURRENT`` pointer names. A version that
+        fails to load is skipped with a warning (the pool keeps serving the one it has)."""
+        for stem in self._watch.changed(time.monotonic()):
+            size = self._stems[stem]
+            path, version = resolve(checkpoint_path(self.skill, self.model_kind, size, self.checkpoint_dir))
+            try:
+                model, card = load_checkpoint(path, self.device)
+                cal = Calibration.from_card(card, f"model card of {path.stem}")
+            except ConfigError as e:
+                warnings.warn(f"worker {self.name!r} keeps {stem}@{self.versions[size]}: {e}", stacklevel=2)
+                continue
+            self.models[size], self.calibrations[size], self.versions[size] = (model, card), cal, version
+
+    def _version(self, key: int) -> str:
+        """``<stem>@<version>`` of the checkpoint that answers for models key ``key``."""
+        if key > 0:
+            return f"{checkpoint_path(self.skill, self.model_kind, key, self.checkpoint_dir).stem}@{self.versions.get(key, BUNDLED)}"
+        frame = -key if -key < 1000 else -key // 1000
+        return f"{checkpoint_path(self.skill, self.model_kind, frame, self.checkpoint_dir, frame=True).stem}@{BUNDLED}"
 
     def _cap(self, job: Job, card: dict[str, Any]) -> int:
         default = int(card.get("infer_steps", card["config"]["N_sup"]))
@@ -216,6 +243,7 @@ class _SudokuWorker(_RecursiveWorker):
                     seconds=dt,
                     recursion_steps=int(steps[row]),
                     size=n,
+                    checkpoint=self._version(n),
                 )
         return [a for a in out if a is not None]
 
@@ -311,7 +339,7 @@ class _MazeWorker(_RecursiveWorker):
                 if path is None:
                     out[k] = self.attempt(
                         None, 0.0, job=jobs[k], seconds=dt, recursion_steps=int(steps[row]),
-                        error="predicted cells do not connect S to G",
+                        error="predicted cells do not connect S to G", checkpoint=self._version(key),
                     )
                     continue
                 grid = jobs[k].input.grid  # type: ignore[attr-defined]
@@ -324,6 +352,7 @@ class _MazeWorker(_RecursiveWorker):
                     seconds=dt,
                     recursion_steps=int(steps[row]),
                     size=max(shape),
+                    checkpoint=self._version(key),
                     **({"frame": card["frame"], "sub_frame": side} if key < 0 else {}),
                 )
         return [a for a in out if a is not None]
