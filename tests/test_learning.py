@@ -106,7 +106,7 @@ def test_a_short_stream_stores_lessons_and_learn_promotes_then_rolls_back(learne
     # serving picks the promoted version, and each attempt names it
     w = TRMMazeWorker()
     w.setup("cpu")
-    held = split_lessons([ls for ls in lessons])[1]
+    held = split_lessons(list({ls.key: ls for ls in lessons}.values()))[1]  # as learn split the store
     got = w.solve_batch([Job(maze.MazeInput(grid=ls.input["grid"])) for ls in held])
     assert all(a.info["checkpoint"] == f"{STEM}@v1" for a in got)
     # rollback restores the previous version; v1 stays loadable
