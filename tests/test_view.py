@@ -34,6 +34,8 @@ from orchestrator.view import (
     document_from_report,
     load_document,
     redact,
+    redact_json,
+    redact_text,
     render_page,
     write_html,
 )
@@ -133,6 +135,9 @@ def test_redact_masks_key_shapes_and_key_names_but_keeps_counts() -> None:
     assert out["tokens_in"] == 12 and out["tokens_out"] == 3
     assert out["reason"] == "legal shortest path of 4 moves" and out["api_key"] == REDACTED
     assert "x=1" in out["url"]
+    scrubbed = redact_json(json.dumps(data))  # the same rules on JSON text (what the viewer sends)
+    assert json.loads(scrubbed) == out
+    assert redact_text("step task-sk-12345678 of 3") == "step task-sk-12345678 of 3"  # inside a word: not a key
 
 
 def test_the_page_never_holds_a_secret_from_the_report(finished: tuple[RunReport, Path, Path]) -> None:

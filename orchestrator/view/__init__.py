@@ -18,7 +18,7 @@ from orchestrator.view.document import (
 )
 from orchestrator.view.live import LiveView
 from orchestrator.view.page import render_page, write_html
-from orchestrator.view.redact import REDACTED, redact, redact_text
+from orchestrator.view.scrub import REDACTED, redact, redact_json, redact_text
 from orchestrator.view.server import ViewServer, ViewState
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "load_document",
     "plan_document",
     "redact",
+    "redact_json",
     "redact_text",
     "render_page",
     "write_html",

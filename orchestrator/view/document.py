@@ -10,7 +10,8 @@ a run journal (which holds the task, the plan and every finished step). Two part
   verdict and reason, seconds, tokens, dollars) and the step's inputs and output. The page
   reads these only when a step is opened (inline in a written file, ``/step/<id>`` when served).
 
-Everything passes through :func:`~orchestrator.view.redact.redact` on the way in.
+Secrets are stripped on the way out: every page, ``run.json``, ``step/<id>`` and event the
+viewer sends passes through :func:`~orchestrator.view.scrub.redact_json`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pydantic import ValidationError
 
 from orchestrator.journal import Journal
 from orchestrator.ledger import totals as add_up
-from orchestrator.view.redact import redact
 from planners.plan_check import dependencies
 from tinyfleet_core.errors import InputError, PlanError
 from tinyfleet_core.models import Cost, Plan, RunReport, Step, StepResult, Task, Trial
@@ -177,19 +177,19 @@ def build(
         records.append(_step_record(step, r, sid, r.skill if r else step.skill if step else "?"))
         task = step_task.get(sid)
         inputs = _inputs_for(step, task.inputs if task else None)
-        details[sid] = redact({
+        details[sid] = {
             "inputs": _cut(_resolved(inputs, outputs)) if inputs is not None else None,
             "output": _cut(r.output) if r is not None else None,
             "trials": [_trial(t) for t in r.trials] if r is not None else [],
             "strategy": step.strategy.model_dump() if step is not None else None,
             "error": r.error if r is not None else None,
-        })
+        }
     doc = {
         "version": 1,
-        "run": redact(dict(run)),
+        "run": dict(run),
         "totals": dict(totals) if totals is not None else None,
         "tiers": _tier_breakdown(results),
-        "steps": redact(records),
+        "steps": records,
         "not_recorded": NOT_RECORDED,
         "live": False,
         "done": run.get("status") not in (None, "running"),

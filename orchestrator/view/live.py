@@ -1,7 +1,7 @@
 """``LiveView``: a Fleet hook that serves the run viewer while runs go.
 
 Every :class:`~tinyfleet_core.models.Event` a run emits goes to the pages as a server-sent
-event (redacted). The fleet tells the view its plan when a run starts (the events name steps
+event (secrets stripped as it is sent). The fleet tells the view its plan when a run starts (the events name steps
 but do not carry the plan) and its report when it ends, so a page shows pending steps from the
 start and the full attempts once the run is done.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.view.document import document_from_report, plan_document
-from orchestrator.view.redact import redact
 from orchestrator.view.server import ViewServer, ViewState
 from tinyfleet_core.models import Event, Plan, RunReport, Task
 
@@ -37,7 +36,7 @@ class LiveView:
 
     def __call__(self, event: Event) -> None:
         """The fleet hook: forward ``event`` to the pages."""
-        message: dict[str, Any] = {"type": "event", "event": redact(event.model_dump(mode="json"))}
+        message: dict[str, Any] = {"type": "event", "event": event.model_dump(mode="json")}  # redacted when sent
         self.state.add(message)
 
     def plan(self, task: Task, plan: Plan) -> None:

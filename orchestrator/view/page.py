@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.view.document import ViewDocument
+from orchestrator.view.scrub import redact_json
 
 __all__ = ["render_page", "write_html", "asset_text"]
 
@@ -29,8 +30,8 @@ def asset_text(name: str) -> str:
 
 def _script_json(value: Any) -> str:
     """JSON safe inside a ``<script type="application/json">`` element (no ``</script>``,
-    no ``<!--``): ``<``, ``>`` and ``&`` are written as escapes."""
-    text = json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+    no ``<!--``): ``<``, ``>`` and ``&`` are written as escapes. Secrets are stripped."""
+    text = redact_json(json.dumps(value, separators=(",", ":"), default=str, allow_nan=False))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

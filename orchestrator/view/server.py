@@ -4,7 +4,8 @@ daemon thread, and server-sent events for a live run.
 Routes: ``/`` the page; ``/run.json`` the view document (without the per-step details);
 ``/step/<id>`` one step's details; ``/events?after=N`` the run's events from message N on, as
 server-sent events (several per message when they come fast); ``/run.html`` the
-self-contained page of what is known now. Requests whose ``Host`` is not this loopback
+self-contained page of what is known now. Every body goes through
+:func:`~orchestrator.view.scrub.redact_json`. Requests whose ``Host`` is not this loopback
 address are refused (a page elsewhere cannot read a run through DNS rebinding).
 """
 
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestrator.view.document import ViewDocument
 from orchestrator.view.page import render_page
+from orchestrator.view.scrub import redact_json
 from tinyfleet_core.errors import ConfigError
 
 __all__ = ["ViewState", "ViewServer"]
@@ -35,7 +37,8 @@ class ViewState:
     def __init__(self, document: ViewDocument | None = None) -> None:
         self._cond = threading.Condition()
         self._messages: list[dict[str, Any]] = []
-        self._doc, self._details = document if document is not None else (None, {})
+        self._doc: dict[str, Any] | None = document[0] if document is not None else None
+        self._details: dict[str, dict[str, Any]] = document[1] if document is not None else {}
         self._doc_seq = 0
         self.closed = False
 
@@ -105,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, value: Any, status: int = 200) -> None:
-        self._send(status, json.dumps(value, default=str).encode(), "application/json")
+        self._send(status, redact_json(json.dumps(value, default=str)).encode(), "application/json")
 
     def do_GET(self) -> None:
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
@@ -151,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
             msgs = state.wait_after(after, KEEPALIVE_S)
             if msgs:
                 after = msgs[-1]["seq"]
-                chunk = f"id: {after}\ndata: {json.dumps(msgs, default=str)}\n\n"
+                chunk = f"id: {after}\ndata: {redact_json(json.dumps(msgs, default=str))}\n\n"
             else:
                 chunk = ": keep-alive\n\n"
             self.wfile.write(chunk.encode())
