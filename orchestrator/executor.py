@@ -99,6 +99,7 @@ class Executor(ABC):
     def __init__(self) -> None:
         self.stats = ExecutorStats()
         self.listeners: list[Listener] = []
+        self._warming: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Connect to where the pools will run (idempotent); a Fleet calls it before planning,
@@ -124,6 +125,34 @@ class Executor(ABC):
     @abstractmethod
     async def submit(self, pool: str, job: Job) -> Attempt:
         """Answer one job on ``pool``; concurrent submissions are batched."""
+
+    def warm(self, spec: PoolSpec, on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Start the pool in the background (a run warms every tier its steps may climb to, so
+        no pool start waits on a first escalation). The start outlives the run that asked for
+        it (the pool serves later runs of this executor); :meth:`close` stops starts still
+        going. ``on_error`` hears a start that failed."""
+        if spec.name in self.pools():
+            return
+
+        async def start() -> None:
+            try:
+                await self.ensure_pool(spec)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # noqa: BLE001 - a warm-up never breaks a run; a step that needs the pool sees it
+                if on_error is not None:
+                    on_error(e)
+
+        fut = asyncio.ensure_future(start())
+        self._warming.add(fut)
+        fut.add_done_callback(self._warming.discard)
+
+    async def _stop_warming(self) -> None:
+        """Cancel pool starts still going (for :meth:`close`, before the pools stop)."""
+        pending = list(self._warming)
+        for f in pending:
+            f.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def submit_many(self, pool: str, jobs: Sequence[Job]) -> list[Attempt | BaseException]:
         return list(await asyncio.gather(*(self.submit(pool, j) for j in jobs), return_exceptions=True))
@@ -185,19 +214,32 @@ class LocalExecutor(Executor):
     def __init__(self) -> None:
         super().__init__()
         self._pools: dict[str, _LocalPool] = {}
-        self._lock: asyncio.Lock | None = None
+        self._starting: dict[str, asyncio.Future[_LocalPool]] = {}
 
     async def ensure_pool(self, spec: PoolSpec) -> None:
+        """Build the pool once, in a thread; concurrent callers (runs, warm-ups) of one pool
+        wait on the same start, and pools of different workers start side by side."""
         if spec.name in self._pools:
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # concurrent runs share one pool per worker kind
-            if spec.name not in self._pools:
-                t0 = time.monotonic()
-                self._notify("pool_starting", f"starting pool {spec.name}", spec.name)
-                self._pools[spec.name] = await asyncio.to_thread(_LocalPool, spec, self.stats)
-                self._notify("pool_ready", f"pool {spec.name} ready", spec.name, time.monotonic() - t0)
+        starting = self._starting.get(spec.name)
+        if starting is None:
+            starting = asyncio.ensure_future(self._build(spec))
+            self._starting[spec.name] = starting
+            starting.add_done_callback(lambda f, name=spec.name: self._start_done(name, f))
+        await asyncio.shield(starting)
+
+    def _start_done(self, name: str, fut: asyncio.Future[_LocalPool]) -> None:
+        self._starting.pop(name, None)
+        if not fut.cancelled():
+            fut.exception()  # retrieved here: a caller that was cancelled meanwhile never reads it
+
+    async def _build(self, spec: PoolSpec) -> _LocalPool:
+        t0 = time.monotonic()
+        self._notify("pool_starting", f"starting pool {spec.name}", spec.name)
+        pool = await asyncio.to_thread(_LocalPool, spec, self.stats)
+        self._pools[spec.name] = pool
+        self._notify("pool_ready", f"pool {spec.name} ready", spec.name, time.monotonic() - t0)
+        return pool
 
     async def submit(self, pool: str, job: Job) -> Attempt:
         try:
@@ -212,6 +254,7 @@ class LocalExecutor(Executor):
         return list(self._pools)
 
     async def close(self) -> None:
+        await self._stop_warming()
         for p in self._pools.values():
             await p.batcher.aclose()
             p.thread.shutdown(wait=False, cancel_futures=True)

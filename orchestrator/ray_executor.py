@@ -613,6 +613,7 @@ class RayExecutor(Executor):
     async def close(self) -> None:
         import ray
 
+        await self._stop_warming()
         for p in self._local.values():
             await p.batcher.aclose()
             p.thread.shutdown(wait=False, cancel_futures=True)

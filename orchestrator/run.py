@@ -133,6 +133,7 @@ class PlanRun:
 
     async def execute(self, started: float) -> RunReport:
         schedule = StepScheduler(self.plan)
+        self._warm_pools()
         for sid, r in self.results.items():
             if r.resumed:
                 self.emit("step_done", sid, r.tier, status=r.status, resumed=True)
@@ -164,6 +165,39 @@ class PlanRun:
             if sid not in self.results:
                 self._finish(self._skipped(self.steps[sid], why))
         return self._report(time.monotonic() - started)
+
+    def _warm_pools(self) -> None:
+        """Start, at once and in the background, every pool any step's ladder may climb to,
+        fallback tiers and verifier pools included, so that no pool start sits on the
+        critical path of a first escalation. A step whose input is known (no ``$ref``) warms
+        only the tiers that accept it. A pool that fails to start here is recorded in
+        ``broken_pools`` and climbed past by the steps that reach it, with the reason."""
+        specs: dict[str, PoolSpec] = {}
+        for step in self.plan.steps:
+            if step.id in self.results:
+                continue
+            try:
+                skill = self.fleet.registry.get(step.skill)
+                tiers = ladder_for(step, skill, self.policy, self.fleet.planner.has_large_model)
+            except TinyfleetError:
+                continue  # the step itself reports the problem when it runs
+            known = self.validated.get(step.id)
+            if known is not None:
+                tiers = [t for t in tiers if t.accepts is None or t.accepts(known)] or tiers[-1:]
+            for t in tiers:
+                if t.kind != "large" and t.pool_name not in self.broken_pools:
+                    specs.setdefault(t.pool_name, PoolSpec(t.pool_name, t.worker, t.pool))
+            if skill.verifier_pool is not None and skill.verifier is not None and step.verify:
+                from workers.serving.verifier_pool import VerifierWorkerFactory
+
+                factory = VerifierWorkerFactory(skill)
+                specs.setdefault(factory.name, PoolSpec(factory.name, factory, skill.verifier_pool))
+        for spec in specs.values():
+            self.fleet.executor.warm(spec, on_error=lambda e, name=spec.name: self._warm_failed(name, e))
+
+    def _warm_failed(self, pool: str, e: BaseException) -> None:
+        if isinstance(e, TinyfleetError):  # other errors: the step that needs the pool meets them itself
+            self.broken_pools.setdefault(pool, f"pool {pool!r} failed to start earlier in this run: {e}")
 
     def _dispatch(self, schedule: StepScheduler, running: dict[asyncio.Task[StepResult], str]) -> None:
         """Start every step the schedule releases. A step finished earlier (resumed, kept) and

@@ -108,9 +108,12 @@ async def test_twenty_concurrent_tasks_share_one_set_of_pools(executor: Executor
     tasks = [Task(skill="math.sum", inputs={"items": [{"values": [k, 7]}, {"values": [k]}]}) for k in range(20)]
     reports = await asyncio.gather(*(fleet.run(t) for t in tasks))
     assert all(r.status == "succeeded" for r in reports)
-    assert sorted(executor.pools()) == ["math.sum.exact", "math.sum.t0"]
+    # once for all twenty runs; the ladder's last tier ("async") is warmed in the background
+    # (every tier a step may climb to starts at once) and may still be starting now
+    pools = set(executor.pools())
+    assert {"math.sum.exact", "math.sum.t0"} <= pools <= {"math.sum.async", "math.sum.exact", "math.sum.t0"}
     if isinstance(executor, RayExecutor):
-        assert len(executor.actor_handles("math.sum.t0")) == 1 and len(executor.actor_handles("math.sum.exact")) == 1
+        assert [len(executor.actor_handles(p)) for p in sorted(pools)] == [1] * len(pools)
 
 
 async def test_cancelling_a_run_keeps_finished_steps_in_the_journal(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -71,7 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
     r.add_argument("--view", action="store_true", help="serve the run viewer on 127.0.0.1 and print its address; the page follows the run")
     r.add_argument("--seed", type=int, default=None, help="seed of small-LLM particles (default: drawn per run)")
+    r.add_argument("--no-served", dest="served", action="store_false",
+                   help="run on a fleet of its own even when `tinyfleet serve` is running")
     add_exec(r)
+
+    sv = sub.add_parser("serve", help="keep a fleet running (Ray and warm pools) for the commands that follow")
+    sv.add_argument("--planner", choices=["rules", "openai"], default=None, help="default: TINYFLEET_PLANNER, else rules")
+    sv.add_argument("--socket", default=None, help="the socket to serve on (default: TINYFLEET_SERVE_SOCKET, else per user)")
+    sv.add_argument("--status", action="store_true", help="say whether a fleet is served, and exit")
+    sv.add_argument("--stop", action="store_true", help="stop the served fleet, and exit")
+    add_exec(sv)
 
     s = sub.add_parser("skills", help="skills, their tiers, workers and checkpoints")
     s.add_argument("--json", action="store_true")
@@ -154,12 +165,61 @@ async def _run_with_progress(fleet: Fleet, hook: Progress | None, **kw: Any) -> 
         await fleet.close()
 
 
+def _served_socket(args: argparse.Namespace, config: FleetConfig) -> Any:
+    """The socket of a ``tinyfleet serve`` this run may use, or None: only for a run that would
+    start a Ray of its own (Ray executor, no address named), with the served fleet's planner and
+    no per-run seed, unless ``--no-served``."""
+    if not args.served or args.seed is not None or args.address or os.environ.get("RAY_ADDRESS"):
+        return None
+    if config.executor != "ray":
+        return None
+    from orchestrator.serve import default_socket, find_server
+
+    info = find_server(default_socket())
+    if info is None or info.planner != config.planner:
+        return None
+    print(f"tinyfleet: running on the fleet served at {info.socket} (pid {info.pid}, {info.executor}); "
+          "--no-served runs on a fleet of its own", file=sys.stderr)
+    return default_socket()
+
+
+def _run_served(args: argparse.Namespace, socket_path: Any, task: Task | None, journal: str | None, config: FleetConfig) -> RunReport:
+    from orchestrator.serve import ServeRequest, run_on_server
+
+    request = ServeRequest(
+        op="run",
+        task=task,
+        journal=str(Path(journal).resolve()) if journal else None,
+        resume=str(Path(args.resume).resolve()) if args.resume else None,
+        policy=config.policy,
+        particles=args.particles,
+        planner=config.planner,
+    )
+    hook = None if args.json else Progress()
+    try:
+        return run_on_server(socket_path, request, hook)
+    finally:
+        if hook is not None:
+            hook.close()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.task is None and args.resume is None:
         raise _UsageError("run needs a TASK.json file or --resume JOURNAL")
     task = load_task(args.task) if args.task else None
     if args.view:  # the page follows this process's fleet (a served fleet's events stay in its own process)
         args.served = False
+    config = FleetConfig.load(executor=args.executor, address=args.address, planner=args.planner, policy=args.policy)
+    socket_path = _served_socket(args, config)
+    if socket_path is not None:
+        journal = args.journal
+        if journal is None and args.resume is None and task is not None:
+            journal = str(journal_path(config.journal_dir or "runs", task.id))
+        if journal or args.resume:
+            note_journal(journal or args.resume)
+        report = _run_served(args, socket_path, task, journal, config)
+        _print_report(report, args.json, None, task)
+        return 0 if report.status == "succeeded" else 1
     if args.seed is not None:  # read by every small-LLM tier's settings (OpenAISettings.seed)
         os.environ["TINYFLEET_SEED"] = str(args.seed)
     fleet = _make_fleet(args, args.planner)
@@ -217,6 +277,36 @@ def _cmd_view(args: argparse.Namespace) -> int:
         pass
     finally:
         server.close()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from orchestrator.serve import FleetServer, default_socket, find_server, stop_server
+
+    path = Path(args.socket) if args.socket else default_socket()
+    if args.status or args.stop:
+        info = stop_server(path) if args.stop else find_server(path)
+        if info is None:
+            print(f"no fleet is served at {path}")
+            return 1 if args.status else 0
+        age = time.time() - info.started_at
+        print(f"{'stopping' if args.stop else 'serving'}: the fleet at {info.socket} (pid {info.pid}, {info.executor}, "
+              f"{info.planner} planner, {info.runs} run(s), up {age:.0f} s)")
+        return 0
+    fleet = _make_fleet(args, args.planner)
+    server = FleetServer(executor=fleet.executor, planner=FleetConfig.load(planner=args.planner).planner, path=path)
+
+    async def serve() -> None:
+        await server.start()
+        print(f"tinyfleet: serving a fleet ({server.executor.name}, {server.planner} planner) at {path}; "
+              "`tinyfleet run` uses it; stop with: tinyfleet serve --stop", file=sys.stderr, flush=True)
+        await server.serve_until_stopped()
+
+    try:
+        asyncio.run(interruptible(serve()))
+    finally:
+        if path.exists() and find_server(path) is None:
+            path.unlink(missing_ok=True)
     return 0
 
 
@@ -293,6 +383,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "demo": _cmd_demo,
     "run": _cmd_run,
+    "serve": _cmd_serve,
     "skills": _cmd_skills,
     "verify": _cmd_verify,
     "train": _cmd_train_eval,

@@ -28,17 +28,10 @@ from workers.kits.classic import (
     SudokuPropagationWorker,
 )
 from workers.kits.verifiers import MazeVerifier, RouteVerifier, SudokuVerifier
+from workers.lazy import LazyWorker
 from workers.registry import SkillRegistry
-from workers.serving.liquid import series_skills
-from workers.serving.neural import (
-    HRMMazeWorker,
-    HRMSudokuWorker,
-    TRMMazeWorker,
-    TRMSudokuWorker,
-    maze_accepts,
-    served_frames,
-    served_sizes,
-)
+from workers.serving.catalog import maze_accepts, served_frames, served_sizes
+from workers.serving.liquid_skills import series_skills
 
 __all__ = ["default_registry", "sudoku_skill", "maze_skill", "route_skill"]
 
@@ -49,8 +42,15 @@ _TOOL_POOL = PoolOptions(inline=True, max_batch=256, max_wait_ms=0.0)
 # Torch tiers: one forward pass per batch, so wait a few ms to fill large batches.
 _TORCH_POOL = PoolOptions(replicas=1, num_cpus=1.0, max_batch=256, max_wait_ms=5.0)
 
+# The tiny-model workers, imported (with torch) only where a pool builds one (workers/lazy.py).
+_NEURAL = "workers.serving.neural"
+TRM_SUDOKU = LazyWorker(_NEURAL, "TRMSudokuWorker", name="sudoku.trm", stochastic=True)
+HRM_SUDOKU = LazyWorker(_NEURAL, "HRMSudokuWorker", name="sudoku.hrm", stochastic=True)
+TRM_MAZE = LazyWorker(_NEURAL, "TRMMazeWorker", name="maze.trm", stochastic=True)
+HRM_MAZE = LazyWorker(_NEURAL, "HRMMazeWorker", name="maze.hrm", stochastic=True)
 
-def _tiny_tiers(skill: str, workers: dict[str, type[Worker]], fits: Callable[[BaseModel, frozenset[int]], bool]) -> list[Tier]:
+
+def _tiny_tiers(skill: str, workers: dict[str, Callable[[], Worker]], fits: Callable[[BaseModel, frozenset[int]], bool]) -> list[Tier]:
     """The tiny-model tiers of a skill: TRM first, then HRM, each taking only the sizes one of
     its served checkpoints covers (``fits``), so other inputs skip it without counting as an
     escalation. Where both serve a size, HRM gets the items whose TRM answer failed
@@ -75,7 +75,7 @@ def _maze_tiers() -> list[Tier]:
     """The maze's tiny tiers: a model kind is a tier when it serves a frame checkpoint (any grid
     that fits the frame, square or not, ringed or not) or a per-size one (square ringed mazes
     of that side); other grids skip it without counting as an escalation."""
-    workers: dict[str, type[Worker]] = {"trm": TRMMazeWorker, "hrm": HRMMazeWorker}
+    workers: dict[str, Callable[[], Worker]] = {"trm": TRM_MAZE, "hrm": HRM_MAZE}
     return [
         Tier(model, worker, "tiny", _TORCH_POOL, maze_accepts(model))
         for model, worker in workers.items()
@@ -98,7 +98,7 @@ def sudoku_skill() -> Skill:
         input_model=sudoku.SudokuInput,
         output_model=sudoku.SudokuOutput,
         ladder=[
-            *_tiny_tiers("sudoku.solve", {"trm": TRMSudokuWorker, "hrm": HRMSudokuWorker}, _sudoku_fits),
+            *_tiny_tiers("sudoku.solve", {"trm": TRM_SUDOKU, "hrm": HRM_SUDOKU}, _sudoku_fits),
             Tier("propagate", SudokuPropagationWorker, "heuristic", _HEURISTIC_POOL),
         ],
         fallback=Tier("exact", SudokuExactSolver, "exact", _EXACT_POOL),

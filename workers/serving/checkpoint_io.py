@@ -20,10 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tinyfleet_core.errors import ConfigError
+from workers.serving.catalog import CHECKPOINT_DIR
 
 __all__ = ["CHECKPOINT_DIR", "save_weights", "load_weights", "read_card", "set_torch_threads"]
-
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # workers/checkpoints, the bundled ones
 
 M = TypeVar("M", bound=nn.Module)
 

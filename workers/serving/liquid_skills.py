@@ -8,13 +8,16 @@ from typing import Any
 
 from workers.base import PoolOptions, Skill, Tier
 from workers.kits import series
-from workers.serving.liquid_workers import (
-    CfCAnomalyScorer,
-    CfCForecaster,
-    ClassicalAnomalyScorer,
-    ClassicalForecaster,
-    LTCForecaster,
-)
+from workers.lazy import LazyWorker
+
+# The workers, imported (with torch, and statsmodels for the classical ones) only where a pool
+# builds one (workers/lazy.py): workers/serving/liquid_workers.py.
+_WORKERS = "workers.serving.liquid_workers"
+CfCForecaster = LazyWorker(_WORKERS, "CfCForecaster", name="series.cfc")
+LTCForecaster = LazyWorker(_WORKERS, "LTCForecaster", name="series.ltc")
+ClassicalForecaster = LazyWorker(_WORKERS, "ClassicalForecaster", name="series.classical")
+CfCAnomalyScorer = LazyWorker(_WORKERS, "CfCAnomalyScorer", name="series.cfc-anomaly")
+ClassicalAnomalyScorer = LazyWorker(_WORKERS, "ClassicalAnomalyScorer", name="series.classical-anomaly")
 
 __all__ = ["anomaly_skill", "forecast_skill", "series_skills"]
 
