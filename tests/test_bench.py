@@ -69,7 +69,7 @@ def _verdict(skill: str, inp: dict[str, Any], out: dict[str, Any]) -> tuple[bool
 
 
 def test_every_benchmark_is_registered() -> None:
-    for name in ["escalation", "batching", "dag", "halting", "particles", "dispatch", "verify"]:
+    for name in ["escalation", "batching", "dag", "halting", "particles", "dispatch", "verify", "startup"]:
         assert name in BENCHMARKS
         assert callable(importlib.import_module(BENCHMARKS[name], "tinyfleet.bench").run)
 
@@ -251,6 +251,19 @@ def test_dispatch_tiny(ray_session: None) -> None:
     assert [r["step"] for r in res["rows"]] == ["no-op"] * 3 + ["5 ms"] * 3
     assert res["rows"][2]["method"].startswith("(c) tinyfleet pool (")
     assert "5 ms: the pool" in res["summary"] and "target > 1x" in res["summary"]
+
+
+def test_startup_tiny_times_the_local_run_against_import_torch() -> None:
+    from tinyfleet.bench import startup
+
+    res = startup.run(True, tiny=True)
+    _check_shape(res)
+    rows = {r["command"]: r for r in res["rows"]}
+    local = rows["tinyfleet run (local executor)"]
+    assert rows["python -c 'import torch'"]["vs import torch"] == 1.0
+    # the run's own seconds come from its report, so start-up is the rest of the command's time
+    assert 0 < local["the run itself s"] < local["median s"]
+    assert "target <= 1.5x" in res["summary"]
 
 
 def test_halting_tiny() -> None:

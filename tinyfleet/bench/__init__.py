@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "halting": ".halting",
     "particles": ".particles",
     "verify": ".verify",
+    "startup": ".startup",
 }
 
 
