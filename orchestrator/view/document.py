@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from tinyfleet_core.models import Cost, Plan, RunReport, Step, StepResult, Task,
 from tinyfleet_core.refs import resolve_references
 from tinyfleet_core.validation import first_problem
 
-__all__ = ["ViewDocument", "document_from_report", "document_from_journal", "load_document", "plan_document", "NOT_RECORDED"]
+__all__ = ["Details", "ViewDocument", "document_from_report", "document_from_journal", "load_document", "plan_document", "NOT_RECORDED"]
 
 MAX_REPORT_BYTES = 512 << 20
 """Largest report file read (10,000 steps with forecasts are tens of MB)."""
@@ -46,7 +46,7 @@ NOT_RECORDED = [
     "(a live page has them from the run's events)",
 ]
 
-ViewDocument = tuple[dict[str, Any], dict[str, dict[str, Any]]]
+ViewDocument = tuple[dict[str, Any], Mapping[str, dict[str, Any]]]
 """``(doc, details)``: see the module docstring."""
 
 
@@ -170,20 +170,10 @@ def build(
             plan_steps[s.id] = s
             step_task[s.id] = tasks[k] if k < len(tasks) else None
     order = list(dict.fromkeys([*plan_steps, *by_id]))
-    outputs = {sid: r.output for sid, r in by_id.items() if r.output is not None}
-    records, details = [], {}
+    records = []
     for sid in order:
         step, r = plan_steps.get(sid), by_id.get(sid)
         records.append(_step_record(step, r, sid, r.skill if r else step.skill if step else "?"))
-        task = step_task.get(sid)
-        inputs = _inputs_for(step, task.inputs if task else None)
-        details[sid] = {
-            "inputs": _cut(_resolved(inputs, outputs)) if inputs is not None else None,
-            "output": _cut(r.output) if r is not None else None,
-            "trials": [_trial(t) for t in r.trials] if r is not None else [],
-            "strategy": step.strategy.model_dump() if step is not None else None,
-            "error": r.error if r is not None else None,
-        }
     doc = {
         "version": 1,
         "run": dict(run),
@@ -194,7 +184,38 @@ def build(
         "live": False,
         "done": run.get("status") not in (None, "running"),
     }
-    return doc, details
+    return doc, Details(order, plan_steps, by_id, step_task)
+
+
+class Details(Mapping[str, dict[str, Any]]):
+    """Each step's details (attempts, inputs, output), made when first asked for: a page
+    opens a few steps of a 10,000-step run; a written file takes them all."""
+
+    def __init__(self, order: list[str], steps: dict[str, Step], results: dict[str, StepResult], tasks: dict[str, Task | None]) -> None:
+        self._order, self._steps, self._results, self._tasks = order, steps, results, tasks
+        self._outputs = {sid: r.output for sid, r in results.items() if r.output is not None}
+        self._made: dict[str, dict[str, Any]] = {}
+
+    def __getitem__(self, sid: str) -> dict[str, Any]:
+        if sid not in self._made:
+            if sid not in self._steps and sid not in self._results:
+                raise KeyError(sid)
+            step, r, task = self._steps.get(sid), self._results.get(sid), self._tasks.get(sid)
+            inputs = _inputs_for(step, task.inputs if task else None)
+            self._made[sid] = {
+                "inputs": _cut(_resolved(inputs, self._outputs)) if inputs is not None else None,
+                "output": _cut(r.output) if r is not None else None,
+                "trials": [_trial(t) for t in r.trials] if r is not None else [],
+                "strategy": step.strategy.model_dump() if step is not None else None,
+                "error": r.error if r is not None else None,
+            }
+        return self._made[sid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
 
 
 def document_from_report(

@@ -36,7 +36,8 @@ class LiveView:
 
     def __call__(self, event: Event) -> None:
         """The fleet hook: forward ``event`` to the pages."""
-        message: dict[str, Any] = {"type": "event", "event": event.model_dump(mode="json")}  # redacted when sent
+        ev = {"kind": event.kind, "run_id": event.run_id, "step_id": event.step_id, "tier": event.tier, "data": event.data, "ts": event.ts}
+        message: dict[str, Any] = {"type": "event", "event": ev}  # secrets are stripped when it is sent
         self.state.add(message)
 
     def plan(self, task: Task, plan: Plan) -> None:

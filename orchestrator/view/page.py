@@ -41,7 +41,7 @@ def render_page(document: ViewDocument | None = None, *, title: str = "") -> str
     boot: dict[str, Any] = {"mode": "served"}
     if document is not None:
         doc, details = document
-        boot = {"mode": "file", "doc": doc, "details": details}
+        boot = {"mode": "file", "doc": doc, "details": dict(details)}
         title = title or str(doc["run"].get("task_id", ""))
     dagre = "\n".join(line for line in asset_text("dagre.min.js").splitlines() if not line.startswith("//# sourceMappingURL"))
     parts = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,7 +39,7 @@ class ViewState:
         self._cond = threading.Condition()
         self._messages: list[dict[str, Any]] = []
         self._doc: dict[str, Any] | None = document[0] if document is not None else None
-        self._details: dict[str, dict[str, Any]] = document[1] if document is not None else {}
+        self._details: Mapping[str, dict[str, Any]] = document[1] if document is not None else {}
         self._doc_seq = 0
         self.closed = False
 

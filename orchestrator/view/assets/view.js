@@ -58,8 +58,11 @@
 
   // ------------------------------------------------------------------ data
   function setDoc(d) {
-    doc = d;
     var keep = steps;
+    if (!doc || doc.run.task_id !== d.run.task_id) {  // another run: nothing carries over
+      keep = new Map(); liveTrials.clear(); segments = []; openSeg.clear(); escalations.clear(); selected = null;
+    }
+    doc = d;
     steps = new Map(); order = [];
     d.steps.forEach(function (s) {
       var old = keep.get(s.id);
