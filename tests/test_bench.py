@@ -248,8 +248,11 @@ def test_dispatch_tiny(ray_session: None) -> None:
 
     res = dispatch.run(True, tiny=True)
     _check_shape(res)
-    assert [r["step"] for r in res["rows"]] == ["no-op"] * 3 + ["5 ms"] * 3
+    assert [r["step"] for r in res["rows"]] == ["no-op"] * 5 + ["5 ms"] * 5
     assert res["rows"][2]["method"].startswith("(c) tinyfleet pool (")
+    assert res["rows"][3]["method"].startswith("(d) hand-batched Ray actors") and res["rows"][4]["method"].startswith("(e) Ray task per 256")
+    assert res["rows"][2]["pool vs this"] == 1.0
+    assert "hand-batched actors" in res["summary"] and "target >= 1x the actors" in res["summary"]
     assert "5 ms: the pool" in res["summary"] and "target > 1x" in res["summary"]
 
 
