@@ -30,7 +30,8 @@ from orchestrator.budget import BudgetTracker
 from orchestrator.config import FleetConfig
 from orchestrator.escalation import Policy
 from orchestrator.executor import Executor, LocalExecutor
-from orchestrator.journal import Journal
+from orchestrator.journal import Journal, journal_path
+from orchestrator.learning import LearnerSettings, OnlineLearner
 from orchestrator.ledger import DriverClock
 from orchestrator.run import PlanRun
 from orchestrator.view import LiveView
@@ -62,6 +63,9 @@ class Fleet:
     set. ``hooks`` are called with every Event of every run (tracing, logging).
     ``view``: serve the run viewer on 127.0.0.1 while runs go (True: a free port; an int: that
     port); its address is printed to stderr and kept in ``fleet.view.url`` (see docs/view.md).
+    ``learn``: True (or :class:`~orchestrator.learning.LearnerSettings`) runs a learner beside the
+    pools that learns from settled escalations and promotes weights through the learn gate
+    (``docs/learning.md``); its work is in ``fleet.learner.status()``.
     ``prices``: the price table for the report's CPU dollars (its ``cpu_core_hour_usd``);
     default: the planner's price table if it has one, else the defaults.
     """
@@ -79,6 +83,7 @@ class Fleet:
         address: str | None = None,
         prices: PriceTable | None = None,
         view: bool | int = False,
+        learn: bool | LearnerSettings = False,
     ) -> None:
         # what the caller left out comes from the environment, as for the CLI (TINYFLEET_*)
         # (what the caller passed overrides its variable before validation, so only a bad value
@@ -112,6 +117,11 @@ class Fleet:
         self._executor_arg = executor
         self._executor: Executor | None = executor if isinstance(executor, Executor) else None
         self._sync_loop: asyncio.AbstractEventLoop | None = None
+        # learn=True: a learner beside the pools turns settled escalations into lessons and
+        # promotes fine-tuned weights through the learn gate (orchestrator/learning.py)
+        self.learner: OnlineLearner | None = (
+            OnlineLearner(learn if isinstance(learn, LearnerSettings) else None) if learn else None
+        )
         self.view: LiveView | None = None
         if view:
             self.serve_view(0 if view is True else int(view))
@@ -201,6 +211,13 @@ class Fleet:
             path = Path(journal) if journal else (self.journal_dir / f"{task.id}.sqlite" if self.journal_dir else None)
             if path is not None:
                 jr = Journal(path)
+        if self.learner is not None:  # the learner follows the run's journal (one is kept for it)
+            if jr is None:
+                from workers.serving.learned import learned_dir
+
+                jr = Journal(journal_path(learned_dir(self.learner.settings.learned_dir) / "runs", task.id))
+            self.learner.start(self.executor.name)
+            self.learner.watch(jr.path)
         if jr is not None:
             jr.write_start(task, plan)
         if self.view is not None:
@@ -359,7 +376,9 @@ class Fleet:
         return self._sync("run_plan_sync", self.run_plan(plan, task, **kw))
 
     async def close(self) -> None:
-        """Stop the fleet's pools (a local Ray started by the fleet is left for reuse)."""
+        """Stop the fleet's pools and its learner (a local Ray started by the fleet is left for reuse)."""
+        if self.learner is not None:
+            self.learner.close()
         if self._executor is not None:
             await self._executor.close()
             self._executor = None if not isinstance(self._executor_arg, Executor) else self._executor

@@ -7,17 +7,24 @@ bundled maze.route-trm-7 never saw: it answers about 15% of them)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from orchestrator import Fleet, Task
-from workers.base import Job
+from orchestrator import Fleet, RunReport, Task
+from orchestrator.learning import LearnerSettings
+from tinyfleet_core.models import Attempt
+from workers.base import Job, Tier
+from workers.builtin import default_registry
 from workers.kits import maze, maze_families
+from workers.registry import SkillRegistry
 from workers.serving.learned import (
     BUNDLED,
     PointerWatch,
@@ -156,3 +163,75 @@ def test_a_worker_loads_a_new_version_between_batches(learned: Path) -> None:
     set_current(STEM, "v1")
     time.sleep(PointerWatch.EVERY_S + 0.1)  # the pointer is looked at, between batches, at most this often
     assert w.solve_batch([Job(maze.MazeInput(grid=grid))])[0].info["checkpoint"] == f"{STEM}@v1"
+
+
+# --------------------------------------------------------------------------------------- #
+# online mode: Fleet(learn=...)
+
+
+def _learning_registry(learned_dir: Path) -> SkillRegistry:
+    """The built-in registry whose maze trm tier serves from ``learned_dir`` (a tmp directory:
+    Ray actors of the shared session do not see this process's environment changes)."""
+    reg = default_registry()
+    skill = reg.get("maze.route")
+    ladder = [
+        Tier(t.name, functools.partial(TRMMazeWorker, learned_dir=str(learned_dir)), t.kind, t.pool, t.accepts)
+        if t.name == "trm" else t
+        for t in skill.ladder
+    ]
+    reg.register(dataclasses.replace(skill, ladder=ladder))
+    return reg
+
+
+def _stream_run(fleet: Fleet, task_id: str, seed: int, n: int) -> tuple[RunReport, list[Attempt]]:
+    rng = random.Random(seed)
+    items = [{"grid": framed(7, rng)} for _ in range(n)]
+    report = fleet.run_sync(Task(id=task_id, skill="maze.route", inputs={"items": items}))
+    assert report.status == "succeeded" and len(report.steps) == n  # no step lost
+    assert sorted(s.step_id for s in report.steps) == sorted({s.step_id for s in report.steps})  # none twice
+    trm = [t.attempt for s in report.steps for t in s.trials if t.attempt.tier == "trm"]
+    for s in report.steps:  # particles=1: each step has one trm attempt, answered once
+        assert sum(1 for t in s.trials if t.attempt.tier == "trm") == 1
+    return report, trm
+
+
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_online_learner_promotes_and_the_running_pool_swaps_weights(kind: str, tmp_path: Path,
+                                                                     request: pytest.FixtureRequest) -> None:
+    if kind == "ray":
+        request.getfixturevalue("ray_session")
+        from orchestrator.ray_executor import RayExecutor
+
+        executor: Any = RayExecutor()
+    else:
+        executor = "local"
+    d = tmp_path / "learned"
+    settings = LearnerSettings(skills=("maze.route",), minutes=0.5, min_new=20, min_lessons=20, eval_n=200,
+                               num_cpus=0, learned_dir=str(d))
+    with Fleet(executor=executor, registry=_learning_registry(d), learn=settings) as fleet:
+        _, before = _stream_run(fleet, "online1", 0, 120)
+        assert {a.info["checkpoint"] for a in before} == {f"{STEM}@{BUNDLED}"}
+        assert fleet.learner is not None
+        status = fleet.learner.status(timeout_s=300, drain=True)  # gather the rest, run the round that is due
+        assert not status["errors"] and "failed" not in status, status
+        assert status["lessons"] > 20 and status["rounds"], status
+        assert status["rounds"][-1]["status"] == "promoted", status["rounds"][-1]["message"]
+        assert current_version(STEM, d) == "v1"
+        time.sleep(PointerWatch.EVERY_S + 0.1)
+        _, after = _stream_run(fleet, "online2", 1, 60)  # the same running pool, now serving v1
+        assert {a.info["checkpoint"] for a in after} == {f"{STEM}@v1"}
+        assert (d / "runs" / "online1.sqlite").exists()  # the journal kept for the learner
+
+
+def test_a_crashing_learner_never_stops_the_run(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-dir"
+    bad.write_text("a file where the learned directory should be")
+    settings = LearnerSettings(skills=("maze.route",), min_new=1, learned_dir=str(bad / "learned"), poll_s=0.05)
+    with Fleet(executor="local", learn=settings, journal_dir=tmp_path / "runs") as fleet:
+        report, _ = _stream_run(fleet, "crash1", 0, 30)
+        assert report.totals.verified == 30
+        assert fleet.learner is not None
+        status = fleet.learner.status(drain=True)
+        assert status["errors"], status  # the learner failed (it cannot create its store) ...
+        report, _ = _stream_run(fleet, "crash2", 1, 30)  # ... and the fleet keeps running
+        assert report.totals.verified == 30

@@ -122,6 +122,9 @@ class _RecursiveWorker(Worker):
     stochastic = True
     checkpoint_dir: Path | None = None
 
+    def __init__(self, learned_dir: str | Path | None = None) -> None:
+        self.learned_dir = learned_dir  # None: workers.serving.learned.learned_dir() in this process
+
     def setup(self, device: str = "cpu") -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             warnings.warn(f"worker {self.name!r} was given {device!r} but torch sees no GPU; running on CPU", stacklevel=2)
@@ -131,12 +134,13 @@ class _RecursiveWorker(Worker):
         # a side -> its per-size checkpoint; -F -> the frame checkpoint of frame F
         self.models: dict[int, tuple[TRM | HRM, dict[str, Any]]] = {}
         self.versions: dict[int, str] = {}  # size -> the version served (workers.serving.learned)
-        for size in served_sizes(self.skill, self.model_kind, self.checkpoint_dir, self.min_exact):
+        sizes = served_sizes(self.skill, self.model_kind, self.checkpoint_dir, self.min_exact)
+        self._stems = {checkpoint_path(self.skill, self.model_kind, s, self.checkpoint_dir).stem: s for s in sizes}
+        self._watch = PointerWatch(list(self._stems), getattr(self, "learned_dir", None))  # resolved once, here
+        for size in sizes:
             path = checkpoint_path(self.skill, self.model_kind, size, self.checkpoint_dir)
-            path, self.versions[size] = resolve(path)  # a promoted version CURRENT names, else the bundled file
+            path, self.versions[size] = resolve(path, self._watch.directory)  # a promoted version, else the bundled file
             self.models[size] = load_checkpoint(path, device)
-        self._stems = {checkpoint_path(self.skill, self.model_kind, s, self.checkpoint_dir).stem: s for s in self.versions}
-        self._watch = PointerWatch(list(self._stems))
         for frame in served_frames(self.skill, self.model_kind, self.checkpoint_dir, self.min_exact):
             path = checkpoint_path(self.skill, self.model_kind, frame, self.checkpoint_dir, frame=True)
             self.models[-frame] = load_checkpoint(path, device)
@@ -165,7 +169,7 @@ class _RecursiveWorker(Worker):
         fails to load is skipped with a warning (the pool keeps serving the one it has)."""
         for stem in self._watch.changed(time.monotonic()):
             size = self._stems[stem]
-            path, version = resolve(checkpoint_path(self.skill, self.model_kind, size, self.checkpoint_dir))
+            path, version = resolve(checkpoint_path(self.skill, self.model_kind, size, self.checkpoint_dir), self._watch.directory)
             try:
                 model, card = load_checkpoint(path, self.device)
                 cal = Calibration.from_card(card, f"model card of {path.stem}")

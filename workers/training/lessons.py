@@ -55,6 +55,7 @@ __all__ = [
     "LessonStore",
     "input_key",
     "lesson_from_step",
+    "journal_lessons",
     "lessons_from_journal",
     "lessons_from_paths",
     "redact",
@@ -147,26 +148,35 @@ def lesson_from_step(
 
 def lessons_from_journal(path: str | Path) -> list[Lesson]:
     """Every lesson in one run journal (see the module docstring)."""
+    return journal_lessons(path)[0]
+
+
+def journal_lessons(path: str | Path, after_seq: int = 0) -> tuple[list[Lesson], int]:
+    """(the lessons of the journal's steps appended after row ``after_seq``, the last row read).
+    References resolve against every settled output, earlier rows included. A journal whose
+    task and plan are not written yet gives no lessons (and row ``after_seq``)."""
     p = Path(path)
     try:
-        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            rows = [r[0] for r in db.execute("SELECT result FROM steps ORDER BY seq").fetchall()]
+            rows = db.execute("SELECT seq, result FROM steps ORDER BY seq").fetchall()
         finally:
             db.close()
     except sqlite3.DatabaseError as e:
         raise ConfigError(f"{p} is not a tinyfleet run journal (SQLite said: {e})") from None
     if "task" not in meta or "plan" not in meta:
+        if after_seq:
+            return [], after_seq
         raise ConfigError(f"{p} holds no task and plan; it was not written by a tinyfleet run")
     task, plan = Task.model_validate_json(meta["task"]), Plan.model_validate_json(meta["plan"])
-    results = [StepResult.model_validate_json(r) for r in rows]
-    outputs = {r.step_id: r.output for r in results if r.settled}
+    results = [(int(seq), StepResult.model_validate_json(r)) for seq, r in rows]
+    outputs = {r.step_id: r.output for _, r in results if r.settled}
     steps = {s.id: s for s in plan.steps}
     out = []
-    for r in results:
+    for seq, r in results:
         step = steps.get(r.step_id)
-        if step is None or r.skill not in LEARNABLE_SKILLS:
+        if seq <= after_seq or step is None or r.skill not in LEARNABLE_SKILLS:
             continue
         try:
             payload = resolve_references(step.inputs, outputs, task.inputs)
@@ -175,7 +185,7 @@ def lessons_from_journal(path: str | Path) -> list[Lesson]:
         lesson = lesson_from_step(r, payload, run_id=task.id)
         if lesson is not None:
             out.append(lesson)
-    return out
+    return out, max([after_seq, *(seq for seq, _ in results)])
 
 
 def lessons_from_paths(paths: Iterable[str | Path]) -> Iterator[Lesson]:
