@@ -41,7 +41,8 @@ MAX_PAYLOAD_CHARS = 200_000
 
 NOT_RECORDED = [
     "batch sizes: the executor batches jobs per pool, but no report, journal or event records a batch's size",
-    "checkpoint versions: attempts record the worker and its extras (size, frame), not the checkpoint file's version",
+    "checkpoint versions: shown where the worker records one in its attempt's info (info.checkpoint, the bundled TRM/HRM "
+    "workers do); other workers' attempts name the worker and its extras (size, frame) only",
     "per-tier times of a finished run: a step records when it started and finished, not when each tier began "
     "(a live page has them from the run's events)",
 ]

@@ -354,7 +354,7 @@
     (escalations.get(s.id) || []).forEach(function (e) { panel.appendChild(el('div', { class: 'tf-warn', text: 'escalation: ' + e })); });
     var trials = (d.trials && d.trials.length) ? d.trials : (liveTrials.get(s.id) || []);
     panel.appendChild(el('h3', { text: 'Attempts (' + trials.length + ')' }));
-    var head = ['#', 'tier', 'worker', 'confidence', 'rec. steps', 'particles', 'seconds', 'tokens', '$'];
+    var head = ['#', 'tier', 'confidence', 'rec. steps', 'particles', 'seconds', 'tokens', '$'];
     var tb = el('table', { class: 'tf-table', id: 'tf-attempts' }, el('tr', null));
     head.forEach(function (h) { tb.firstChild.appendChild(el('th', { text: h })); });
     trials.forEach(function (t, i) {
@@ -364,7 +364,7 @@
       var reason = v ? v.reason : (t.error || '');
       var row = el('tr', { class: 'tf-attempt', 'data-ok': String(ok), 'data-tier': t.tier || '' },
         el('td', { text: i + 1 }), el('td', null, el('span', { class: 'tf-swatch', style: 'background:' + tierColour(t.tier) }), t.tier || ''),
-        el('td', { text: t.worker || '' }), el('td', { class: 'tf-num', text: num(t.confidence) }),
+        el('td', { class: 'tf-num', text: num(t.confidence) }),
         el('td', { class: 'tf-num', text: t.recursion_steps == null ? '' : t.recursion_steps }),
         el('td', { class: 'tf-num', text: t.particles == null ? '' : t.particles }),
         el('td', { class: 'tf-num', text: num(t.seconds) }),
@@ -373,7 +373,7 @@
       var why = el('tr', { class: 'tf-attempt-why', 'data-ok': String(ok) },
         el('td', null), el('td', { colspan: String(head.length - 1) }, el('strong', { text: verdict + ': ' }),
           el('span', { class: 'tf-reason', text: reason || '(no reason given)' }),
-          ck ? el('span', { class: 'tf-hint', text: '  \u00b7 checkpoint: ' + ck }) : null));
+          el('span', { class: 'tf-hint', text: 'worker ' + (t.worker || '?') + (ck ? ' \u00b7 checkpoint ' + ck : '') })));
       [row, why].forEach(function (r) {
         r.addEventListener('click', function () {
           shownTrial = i;
@@ -458,6 +458,8 @@
   }
   function forecast(values, f) {
     values = values || [];
+    var total = values.length;
+    if (f && f.mean && values.length > Math.max(48, 3 * f.mean.length)) values = values.slice(-Math.max(48, 3 * f.mean.length));
     var mean = (f && f.mean) || [], lo = (f && f.p10) || mean, hi = (f && f.p90) || mean;
     var n = values.length + mean.length, W = 460, H = 170, pad = 24;
     var all = values.concat(lo, hi).filter(function (x) { return typeof x === 'number'; });
@@ -475,7 +477,7 @@
     }
     s.appendChild(svg('path', { d: line(values, 0), fill: 'none', stroke: '#475569', 'stroke-width': 1.2 }));
     var lbl = svg('text', { x: pad, y: 12, 'font-size': 11, fill: '#475569' });
-    lbl.textContent = values.length + ' values' + (mean.length ? ', forecast ' + mean.length + ' ahead (mean, p10\u2013p90 band)' : '') + '; y ' + num(ymin, 2) + '\u2026' + num(ymax, 2);
+    lbl.textContent = (values.length < total ? 'last ' + values.length + ' of ' : '') + total + ' values' + (mean.length ? ', forecast ' + mean.length + ' ahead (mean, p10\u2013p90 band)' : '') + '; y ' + num(ymin, 2) + '\u2026' + num(ymax, 2);
     s.appendChild(lbl);
     return s;
   }
