@@ -32,11 +32,12 @@ def test_importing_the_sdk_and_building_the_builtin_skills_loads_no_torch_scipy_
         import tinyfleet
         from workers.builtin import default_registry
         reg = default_registry()
-        print(len(reg.names()) >= 5, *("torch" in sys.modules, "scipy" in sys.modules, "statsmodels" in sys.modules))
+        heavy = ("torch", "scipy", "statsmodels", "openai", "ray")
+        print(len(reg.names()) >= 5, *(m in sys.modules for m in heavy))
         """,
         ROOT,
     )
-    assert line == "True False False False"
+    assert line == "True False False False False False"  # openai's SDK loads with the first model call
 
 
 def test_a_sudoku_only_run_loads_neither_scipy_nor_statsmodels(tmp_path: Path) -> None:

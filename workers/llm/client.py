@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import openai
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -53,6 +52,7 @@ from workers.llm.settings import OpenAISettings, ResponseFormat
 
 if TYPE_CHECKING:
     import httpx2
+    import openai
 
 __all__ = ["ChatClient", "Completion", "ContextTooLong", "LLMRequestError", "LLMUnavailable", "OpenAISettings", "ResponseFormat", "parse_json_reply"]
 
@@ -137,6 +137,7 @@ class ChatClient:
         self.format: ResponseFormat = settings.response_format
         if self.format == "auto":
             self.format = "json_schema_strict" if _STRICT_HOSTS.match(settings.base_url) else "json_schema"
+
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -144,6 +145,8 @@ class ChatClient:
         return f"ChatClient(base_url={self.settings.base_url!r}, format={self.format!r})"
 
     def _openai(self) -> openai.AsyncOpenAI:
+        import openai
+
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             http = self._http_client
@@ -240,6 +243,8 @@ class ChatClient:
         seed: int | None,
         what: str,
     ) -> Completion:
+        import openai
+
         s = self.settings
         kwargs = self._request(messages, model, fmt, temperature, seed)
         started = time.monotonic()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-
-import openai
+from typing import TYPE_CHECKING
 
 from tinyfleet_core.errors import ConfigError, WorkerError, WorkerUnavailable
 from workers.llm.redaction import Redactor
+
+if TYPE_CHECKING:
+    import openai  # imported where used: the SDK's import costs ~0.8 s
 
 __all__ = ["ContextTooLong", "FormatRejected", "LLMRequestError", "LLMUnavailable", "convert_error", "describe", "transient"]
 
@@ -53,6 +55,8 @@ _CODE_PREFIX = re.compile(r"^Error code: \d+ - ")
 
 def transient(e: BaseException) -> bool:
     """Worth another try: 429 (not a spent quota), 5xx, 408, timeouts, connection errors."""
+    import openai
+
     if isinstance(e, openai.APIStatusError):
         if e.status_code == 429:
             return error_code(e) != "insufficient_quota"
@@ -71,6 +75,8 @@ def error_code(e: openai.APIStatusError) -> str | None:
 
 def describe(e: BaseException, redact: Redactor) -> str:
     """One line saying what went wrong with a call, secrets scrubbed."""
+    import openai
+
     if isinstance(e, openai.APIStatusError):
         return redact(f"HTTP {e.status_code}: {_CODE_PREFIX.sub('', e.message)}")
     if isinstance(e, openai.APITimeoutError) or isinstance(e, TimeoutError):
@@ -87,6 +93,8 @@ def convert_error(
 ) -> Exception:
     """The error to raise for a call that failed with ``e`` after ``tries`` tries
     (``fmt_sent``: the request carried a ``response_format``)."""
+    import openai
+
     where = f"{base_url} (model {model!r})"
     desc = describe(e, redact)
     if transient(e):
