@@ -138,6 +138,8 @@ class ChatClient:
         if self.format == "auto":
             self.format = "json_schema_strict" if _STRICT_HOSTS.match(settings.base_url) else "json_schema"
 
+        import openai  # noqa: F401 - loaded with the first client, not with the package, nor inside a call's time budget
+
         self._client: openai.AsyncOpenAI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
