@@ -235,3 +235,16 @@ def test_a_crashing_learner_never_stops_the_run(tmp_path: Path) -> None:
         assert status["errors"], status  # the learner failed (it cannot create its store) ...
         report, _ = _stream_run(fleet, "crash2", 1, 30)  # ... and the fleet keeps running
         assert report.totals.verified == 30
+
+
+def test_bench_learning_reports_both_fleets_per_window() -> None:
+    from tinyfleet.bench import learning as bench
+
+    res = bench.run(True, tiny=True)
+    fleets = {r["fleet"] for r in res["rows"]}
+    assert fleets == {"learning", "no_learning"}
+    for r in res["rows"]:
+        assert {"window", "phase", "tiny_share", "higher_calls", "verified_share", "cpu_s", "learn_cpu_s", "total_cpu_s"} <= set(r)
+        assert r["verified_share"] == 100.0
+    assert res["summary"].startswith("shifted stream") and isinstance(res["ok"], bool)
+    assert res["plot"]["kind"] == "line" and res["plot"]["group"] == "fleet"
