@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.budget import BudgetTracker
 from orchestrator.config import FleetConfig
@@ -34,7 +34,6 @@ from orchestrator.journal import Journal, journal_path
 from orchestrator.learning import LearnerSettings, OnlineLearner
 from orchestrator.ledger import DriverClock
 from orchestrator.run import PlanRun
-from orchestrator.view import LiveView
 from planners.base import Planner
 from planners.plan_check import validate_plan
 from planners.rules import RulePlanner
@@ -44,6 +43,9 @@ from tinyfleet_core.prices import PriceTable
 from workers.base import Skill
 from workers.builtin import default_registry
 from workers.registry import SkillRegistry
+
+if TYPE_CHECKING:
+    from orchestrator.view import LiveView
 
 __all__ = ["Fleet"]
 
@@ -167,6 +169,8 @@ class Fleet:
         """Serve the live run viewer on 127.0.0.1:``port`` (0: a free one), print and return its
         address; every later run of this fleet shows there. ``fleet.view.close()`` stops it."""
         if self.view is None:
+            from orchestrator.view import LiveView  # the HTTP server loads only for a fleet that serves a view
+
             self.view = LiveView(port)
             self.hooks.append(self.view)
             print(f"tinyfleet view: {self.view.url}", file=sys.stderr, flush=True)
