@@ -10,8 +10,8 @@ workers look at that pointer between batches (:class:`workers.serving.learned.Po
 and load the new weights there, so no batch is dropped or answered twice and every attempt
 names the version that answered it (``Attempt.info["checkpoint"]``).
 
-With the Ray executor the learner is a Ray actor (``num_cpus`` of its own, placed on the
-driver's node, which holds the journals); with the local executor it is a thread. Either way a
+With the Ray executor the learner is a Ray actor (reserving ``num_cpus``, default 0, placed on
+the driver's node, which holds the journals); with the local executor it is a thread. Either way a
 learner that fails (an exception in a learning round, a dead actor) is recorded in
 :meth:`OnlineLearner.status` and never stops a run: every call to it from the driver is fire and
 forget, and every error it raises is caught. Importing this module loads no torch; the
@@ -34,8 +34,11 @@ __all__ = ["LearnerCore", "LearnerSettings", "OnlineLearner"]
 
 @dataclass(frozen=True)
 class LearnerSettings:
-    """How the online learner learns. ``minutes``: fine-tuning time per round; ``min_new``: new
-    lessons of a skill that start a round; ``num_cpus``: the Ray actor's CPUs."""
+    """How the online learner learns. ``minutes``: fine-tuning time per round (one torch thread);
+    ``min_new``: new lessons of a skill that start a round; ``num_cpus``: Ray CPUs reserved for
+    the actor (default 0: it shares the cores with the pools, so it is always placed; on a
+    cluster with room, reserve 1); ``learned_dir``: None is the learned directory of
+    :func:`workers.serving.learned.learned_dir` in the learner's process."""
 
     skills: tuple[str, ...] = ("maze.route", "sudoku.solve")
     model: str = "trm"
@@ -45,7 +48,7 @@ class LearnerSettings:
     eval_n: int = 200
     replay: float = 0.5
     poll_s: float = 0.5
-    num_cpus: float = 1.0
+    num_cpus: float = 0.0
     learned_dir: str | None = None
 
 
@@ -195,14 +198,17 @@ class OnlineLearner:
         return self._last | ({"failed": self._failed} if self._failed else {})
 
     def close(self) -> dict[str, Any]:
-        """Stop the learner; returns its last status."""
-        out = self.status()
+        """Stop the learner; returns its last status. The thread (local executor) finishes a round
+        in progress first; the Ray actor is killed, cutting a round short (nothing half-written is
+        served: ``CURRENT`` moves only after a version's files are written)."""
+        out = self._last
         try:
             if self._local is not None:
                 out = self._local.stop()
             if self._actor is not None:
                 import ray
 
+                out = self.status(timeout_s=2.0)
                 ray.kill(self._actor)
         except Exception as e:  # noqa: BLE001
             out = out | {"failed": f"{type(e).__name__}: {e}"}

@@ -147,6 +147,13 @@ def test_learn_with_too_few_lessons_says_so_and_trains_nothing(learned: Path, ca
     assert not (learned / STEM).exists()
     out = learn("sudoku.solve", minutes=0.1)
     assert out.status == "too_few_lessons" and out.version is None
+    from orchestrator.exit_status import run_guarded
+
+    for bad in (["--skill", "code.function"], ["--skill", "maze.route", "--model", "cfc"],
+                ["--skill", "maze.route", "--from", str(learned / "no-such-journal.sqlite")]):
+        assert run_guarded("tinyfleet", lambda bad=bad: main(bad)) == 2  # one line, exit 2
+        err = capsys.readouterr().err
+        assert err.startswith("tinyfleet: error:") and len(err.strip().splitlines()) == 1
 
 
 def test_a_worker_loads_a_new_version_between_batches(learned: Path) -> None:
