@@ -17,7 +17,7 @@ from tinyfleet_core.errors import ConfigError, EscalationFailed
 from tinyfleet_core.models import SelectRule, Step, Trial
 from workers.base import Skill, Tier, Worker
 
-__all__ = ["Policy", "LARGE", "ladder_for", "select"]
+__all__ = ["Policy", "LARGE", "best_scored", "companion_tier", "ladder_for", "select", "select_rule"]
 
 
 def _no_worker() -> Worker:
@@ -85,12 +85,51 @@ def ladder_for(step: Step, skill: Skill, policy: Policy, has_large: bool) -> lis
     return chosen
 
 
-def select(trials: list[Trial], rule: SelectRule, *, verified: bool) -> Trial | None:
+def select_rule(step: Step, skill: Skill) -> SelectRule:
+    """The step's select rule: its strategy's when the strategy sets one, else the skill's
+    default (``Skill.select``), else ``first_verified``."""
+    if "select" in step.strategy.model_fields_set or skill.select is None:
+        return step.strategy.select
+    return skill.select
+
+
+def companion_tier(tiers: list[Tier], skill: Skill) -> Tier | None:
+    """Under ``best_score``, the tier that runs alongside the step's first tier: the skill's
+    fallback (its classical or exact method) when it is on this step's ladder, is not the
+    first tier and is not the large model. None otherwise."""
+    fb = skill.fallback
+    if fb is None or fb.kind == "large" or len(tiers) < 2 or tiers[0] is fb or fb not in tiers:
+        return None
+    return fb
+
+
+def best_scored(trials: list[Trial], *, lower_is_better: bool) -> Trial | None:
+    """The verified trial with the best verifier score (ties and unscored trials: the
+    earliest in ``trials``, i.e. the cheaper tier, then the lower particle); None when none
+    is verified."""
+    cands = [(i, t) for i, t in enumerate(trials) if t.attempt.output is not None and t.verdict is not None and t.verdict.ok]
+    if not cands:
+        return None
+    sign = 1.0 if lower_is_better else -1.0
+
+    def key(it: tuple[int, Trial]) -> tuple[float, int]:
+        score = it[1].verdict.score if it[1].verdict is not None else None
+        ranked = sign * score if score is not None and score == score else float("inf")  # NaN / None rank last
+        return ranked, it[0]
+
+    return min(cands, key=key)[1]
+
+
+def select(trials: list[Trial], rule: SelectRule, *, verified: bool, lower_is_better: bool = False) -> Trial | None:
     """Pick the attempt that settles the tier, or None.
 
     With a verifier only verified trials are candidates. ``first_verified`` keeps the lowest
     particle; ``max_confidence`` the most confident; ``vote`` groups identical answers and
-    picks the group with the largest total confidence (ties: the earliest particle)."""
+    picks the group with the largest total confidence (ties: the earliest particle);
+    ``best_score`` the best verifier score (``lower_is_better`` says which way), and without
+    a verifier the lowest particle."""
+    if rule == "best_score" and verified:
+        return best_scored(trials, lower_is_better=lower_is_better)
     cands = [
         t
         for t in trials
@@ -99,7 +138,7 @@ def select(trials: list[Trial], rule: SelectRule, *, verified: bool) -> Trial | 
     ]
     if not cands:
         return None
-    if rule == "first_verified":
+    if rule in ("first_verified", "best_score"):
         return min(cands, key=lambda t: t.attempt.particle)
     if rule == "max_confidence":
         return max(cands, key=lambda t: (t.attempt.confidence, -t.attempt.particle))

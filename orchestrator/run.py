@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from orchestrator.budget import BudgetTracker
-from orchestrator.escalation import Policy, ladder_for, select
+from orchestrator.escalation import Policy, best_scored, companion_tier, ladder_for, select, select_rule
 from orchestrator.executor import Executor, PoolSpec
 from orchestrator.journal import Journal
 from orchestrator.ledger import DriverClock, totals
@@ -312,11 +312,27 @@ class PlanRun:
         tiers = ladder_for(step, skill, self.policy, self.fleet.planner.has_large_model)
         tiers = [t for t in tiers if t.accepts is None or t.accepts(inp)] or tiers[-1:]
         verifier = skill.verifier if step.verify else None
+        rule = select_rule(step, skill)
+        lower = verifier is not None and verifier.score_lower_is_better
+        companion = companion_tier(tiers, skill) if rule == "best_score" and verifier is not None else None
         reason = ""
-        for idx, tier in enumerate(tiers):
-            if idx > 0:
+        prev: str | None = None
+        if companion is not None and verifier is not None:  # best_score: the first tier and the fallback run together
+            try:
+                why = await self._run_compared(step, skill, (tiers[0], companion), inp, verifier, res, lower)
+            except BudgetExceeded as e:
+                res.error = f"BudgetExceeded: {e}"
+                res.status = "failed"
+                return
+            if why is None:
+                return
+            reason, prev = why, tiers[0].name
+            tiers = [t for t in tiers[1:] if t is not companion]
+        for tier in tiers:
+            if prev is not None:
                 res.escalated = True
-                self.emit("escalation", step.id, tier.name, from_tier=tiers[idx - 1].name, reason=reason)
+                self.emit("escalation", step.id, tier.name, from_tier=prev, reason=reason)
+            prev = tier.name
             res.tiers_tried.append(tier.name)
             self.emit("step_dispatched", step.id, tier.name, particles=step.strategy.particles)
             try:
@@ -326,7 +342,7 @@ class PlanRun:
                 res.status = "failed"
                 return
             res.trials.extend(trials)
-            chosen = select(trials, step.strategy.select, verified=verifier is not None)
+            chosen = select(trials, rule, verified=verifier is not None, lower_is_better=lower)
             if chosen is not None and verifier is not None:
                 res.status, res.output, res.tier = "verified", chosen.attempt.output, tier.name
                 return
@@ -343,6 +359,35 @@ class PlanRun:
             f"EscalationFailed: step {step.id!r} ({skill.name}): no tier gave a "
             f"{'verified' if verifier else 'confident'} answer (tried {', '.join(res.tiers_tried)}); last: {reason}"
         )
+
+    async def _run_compared(
+        self, step: Step, skill: Skill, pair: tuple[Tier, Tier], inp: BaseModel, verifier: Verifier, res: StepResult,
+        lower: bool,
+    ) -> str | None:
+        """``select="best_score"``: the step's first tier and its companion (the skill's
+        fallback) answer at the same time; the verified answer with the better verifier score
+        settles the step (ties: the first tier), and each tier's best score is recorded in
+        ``res.compared``. Returns None when settled, else why the step climbs on."""
+        for t in pair:
+            res.tiers_tried.append(t.name)
+            self.emit("step_dispatched", step.id, t.name, particles=step.strategy.particles)
+        got = await asyncio.gather(*(self._attempt_tier(step, skill, t, inp, verifier, res) for t in pair), return_exceptions=True)
+        per_tier: list[list[Trial]] = []
+        for g in got:
+            if isinstance(g, BaseException):
+                raise g
+            per_tier.append(g)
+        trials = [t for g in per_tier for t in g]
+        res.trials.extend(trials)
+        for tier, g in zip(pair, per_tier, strict=True):
+            best = best_scored(g, lower_is_better=lower)
+            res.compared[tier.name] = best.verdict.score if best is not None and best.verdict is not None else None
+        chosen = best_scored(trials, lower_is_better=lower)
+        if chosen is None:
+            return _why_climb(trials, None, step.strategy.threshold, True)
+        res.status, res.output, res.tier = "verified", chosen.attempt.output, chosen.attempt.tier
+        res.escalated = best_scored(per_tier[0], lower_is_better=lower) is None  # the first tier gave no verified answer
+        return None
 
     async def _attempt_tier(
         self, step: Step, skill: Skill, tier: Tier, inp: BaseModel, verifier: Verifier | None, res: StepResult

@@ -28,7 +28,6 @@ from workers.serving.liquid import (
     ClassicalForecaster,
     LiquidConfig,
     LiquidForecaster,
-    LTCForecaster,
     checkpoint_path,
     forecast_skill,
     load_checkpoint,
@@ -88,7 +87,7 @@ def test_smoke_training_lowers_the_loss() -> None:
 
 
 def test_bundled_checkpoints_are_small_and_carry_a_model_card() -> None:
-    for kind in ("cfc", "ltc"):
+    for kind in ("cfc", "ltc", "ssm"):
         path = checkpoint_path("series.forecast", kind)
         assert path.stat().st_size < 1_000_000
         _, card = load_checkpoint(path)
@@ -128,7 +127,7 @@ def test_checkpoint_forecasts_real_series_near_its_model_card(kind: str) -> None
     from workers.training.liquid import evaluate_forecast
 
     model, card = load_checkpoint(checkpoint_path("series.forecast", kind))
-    got = evaluate_forecast(model, real_series())["summary"]
+    got = evaluate_forecast(model, real_series(), theta=False)["summary"]
     want = card["accuracy"]
     assert got["series"] == want["series"] == 18
     assert got["mean_mase_model"] <= 1.05 * want["mean_mase_model"]  # cards: cfc 2.53, ltc 2.63; 5% margin
@@ -222,9 +221,11 @@ def _verdict(
 
 
 def _forecast_on_one_tier(name: str, worker: type, hist: list[float]) -> RunReport:
-    """A real local fleet whose forecast ladder is the one tier ``worker`` (then the final tier)."""
+    """A real local fleet whose forecast ladder is the one tier ``worker`` (then the final tier),
+    climbed one tier at a time (first_verified: these tests are about the backtest job)."""
     reg = default_registry()
-    reg.register(dataclasses.replace(forecast_skill(), ladder=[Tier(name, worker, "tiny", PoolOptions(inline=True))]))
+    tier = Tier(name, worker, "tiny", PoolOptions(inline=True))
+    reg.register(dataclasses.replace(forecast_skill(), ladder=[tier], select="first_verified"))
     fleet = Fleet(executor="local", registry=reg)
     try:
         return fleet.run_sync(Task(skill="series.forecast", inputs={"values": hist, "horizon": 12, "season": 12}))
@@ -421,12 +422,24 @@ def test_anomaly_scorer_finds_injected_spikes() -> None:
 
 
 def test_fleet_verifies_cfc_on_a_real_series(co2: np.ndarray) -> None:
+    """series.forecast's default select is best_score: CfC and Holt-Winters answer together,
+    the better backtest settles and both scores are reported; first_verified keeps CfC's."""
+    from orchestrator import Plan, Step, Strategy
+
     fleet = Fleet(executor="local")
+    inputs = {"values": co2[:-12].tolist(), "horizon": 12, "season": 12}
     try:
-        report = fleet.run_sync(Task(inputs={"values": co2[:-12].tolist(), "horizon": 12, "season": 12}))
+        report = fleet.run_sync(Task(inputs=inputs))
         assert report.status == "succeeded", report.error
         (step,) = report.steps
-        assert step.skill == "series.forecast" and step.status == "verified" and step.tier == "cfc"
+        assert step.skill == "series.forecast" and step.status == "verified"
+        assert step.tiers_tried == ["cfc", "classical"] and set(step.compared) == {"cfc", "classical"}
+        scores = {t: s for t, s in step.compared.items() if s is not None}
+        assert step.tier == min(scores, key=lambda t: (scores[t], t != "cfc"))  # the lower backtest MASE
+        first = Plan(steps=[Step(id="s", skill="series.forecast", inputs=inputs, strategy=Strategy(select="first_verified"))],
+                     output="s")
+        (fv,) = fleet.run_sync(Task(inputs=inputs), plan=first).steps
+        assert fv.status == "verified" and fv.tier == "cfc" and fv.tiers_tried == ["cfc"] and fv.compared == {}
         anomaly = fleet.run_sync(Task(inputs={"values": co2[:200].tolist(), "season": 12}))
         assert anomaly.status == "succeeded" and anomaly.steps[0].skill == "series.anomaly"
     finally:

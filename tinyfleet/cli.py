@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a tiny model and write a checkpoint + model card")
     t.add_argument("--skill", required=True)
-    t.add_argument("--model", required=True, choices=["trm", "hrm", "cfc", "ltc"])
+    t.add_argument("--model", required=True, choices=["trm", "hrm", "cfc", "ltc", "ssm"])
     t.add_argument("--size", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="output directory (default ./checkpoints; the bundled workers/checkpoints only when named here)")
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a bundled or given checkpoint")
     e.add_argument("--skill", required=True)
-    e.add_argument("--model", default=None, choices=["trm", "hrm", "cfc", "ltc"])
+    e.add_argument("--model", default=None, choices=["trm", "hrm", "cfc", "ltc", "ssm"])
     e.add_argument("--size", type=int, default=None)
     e.add_argument("--n", type=int, default=1000)
     e.add_argument("--seed", type=int, default=12345)

@@ -41,7 +41,7 @@ __all__ = [
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a journal file name: no "/", no leading "."
 
-SelectRule = Literal["first_verified", "vote", "max_confidence"]
+SelectRule = Literal["first_verified", "vote", "max_confidence", "best_score"]
 StepStatus = Literal["verified", "accepted", "failed", "skipped"]
 RunStatus = Literal["succeeded", "failed", "partial"]
 EventKind = Literal[
@@ -119,7 +119,14 @@ class Strategy(_Strict):
     """How a step is attempted: particles per tier, how to pick among them, when to climb."""
 
     particles: int = Field(default=1, ge=1, le=64, description="attempts per tier (for stochastic tiers)")
-    select: SelectRule = Field(default="first_verified", description="how to pick among particles")
+    select: SelectRule = Field(
+        default="first_verified",
+        description=(
+            "how to pick among particles; best_score: the verified answer with the verifier's best score, and the "
+            "step's first tier runs alongside the skill's fallback tier (when it is on the ladder), keeping the better. "
+            "Left unset, a skill's own default applies (Skill.select)"
+        ),
+    )
     max_depth: int | None = Field(default=None, ge=1, description="recursion / supervision steps cap")
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="min confidence when unverifiable")
     start_tier: str | None = Field(default=None, description="skip the ladder's tiers below this one")
@@ -231,6 +238,10 @@ class StepResult(_Strict):
     escalated: bool = Field(default=False, description="the step climbed above its first tier")
     tier: str | None = Field(default=None, description="the tier that settled it")
     tiers_tried: list[str] = Field(default_factory=list, description="the tiers it ran, in order")
+    compared: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="select='best_score': each tier compared, with the verifier's score of its best verified answer (None: none verified)",
+    )
     cost: Cost = Field(default_factory=Cost, description="what the step cost, every tier together")
     resends: int = Field(default=0, description="batches re-sent after an actor died")
     error: str | None = Field(default=None, description="why it failed or was skipped")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from tinyfleet_core.models import Attempt, Cost, Verdict
+from tinyfleet_core.models import Attempt, Cost, SelectRule, Verdict
 
 __all__ = ["Job", "Worker", "Verifier", "Tier", "TierKind", "Skill", "PoolOptions"]
 
@@ -92,6 +92,9 @@ class Verifier(ABC):
 
     name: ClassVar[str] = ""
     blocking: ClassVar[bool] = False
+    score_lower_is_better: ClassVar[bool] = False
+    """How ``Verdict.score`` ranks answers under ``select="best_score"``: higher is better (a
+    judge's confidence) unless this says lower is (an error, such as a backtest's MASE)."""
 
     @abstractmethod
     def check_batch(self, pairs: Sequence[tuple[BaseModel, BaseModel]]) -> list[Verdict]:
@@ -184,6 +187,9 @@ class Skill:
     """When set, every tier also answers ``holdout(input)``, in the same batch: the input
     with the truth the verifier keeps back removed (a forecast's last window). The verifier
     gets that answer in ``check_holdout_batch`` and scores it against the truth itself."""
+    select: SelectRule | None = None
+    """The select rule of this skill's steps whose strategy does not set one (e.g.
+    ``"best_score"`` for a skill whose verifier scores answers by degree)."""
 
     def tier(self, name: str) -> Tier:
         for t in [*self.ladder, *([self.fallback] if self.fallback else [])]:

@@ -24,6 +24,7 @@ from workers.kits.series_classical import (
     classical_forecast,
     naive_scale,
     seasonal_naive,
+    theta_forecast,
 )
 from workers.kits.series_payloads import (
     MAX_HORIZON,
@@ -42,6 +43,7 @@ __all__ = [
     "MAX_VALUES",
     "MAX_HORIZON",
     "Z90",
+    "theta_forecast",
     "ForecastInput",
     "ForecastOutput",
     "AnomalyInput",

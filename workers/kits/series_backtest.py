@@ -80,6 +80,7 @@ class ForecastBacktestVerifier(Verifier):
     shape, so the step climbs to the next tier."""
 
     name = "series.backtest"
+    score_lower_is_better = True  # the score is the backtest forecast's MASE on the held-out window
 
     def __init__(self, margin: float = 0.25, slack: float = 0.25, envelope: float = 3.0) -> None:
         self.margin = margin

@@ -1,7 +1,8 @@
 """Liquid-network workers (CfC, LTC from ``ncps``) for ``series.forecast`` and ``series.anomaly``,
 their checkpoints, and the series skills with their ladders: one namespace over the rooms.
 
-- the model, in one readable file with tensor shapes: ``workers/models/liquid.py``;
+- the models, each in one readable file with tensor shapes: ``workers/models/liquid.py`` (CfC,
+  LTC) and ``workers/models/ssm.py`` (a selective state-space model, Mamba's S6 scan);
 - series in and out of the model (windows, batched and calibrated forecasts, one-step anomaly
   scores): ``liquid_inference.py``;
 - checkpoints and model cards (``workers/checkpoints/<skill>-<model>.safetensors`` plus a
@@ -14,8 +15,11 @@ their checkpoints, and the series skills with their ladders: one namespace over 
 from __future__ import annotations
 
 from workers.models.liquid import N_FEATURES, QUANTILES, LiquidConfig, LiquidForecaster, pinball_loss
+from workers.models.ssm import SSMConfig, StateSpaceForecaster
 from workers.serving.liquid_checkpoints import (
     CHECKPOINT_DIR,
+    SeriesModel,
+    build_model,
     checkpoint_path,
     load_checkpoint,
     save_checkpoint,
@@ -42,6 +46,8 @@ from workers.serving.liquid_workers import (
     ClassicalAnomalyScorer,
     ClassicalForecaster,
     LTCForecaster,
+    SSMAnomalyScorer,
+    SSMForecaster,
 )
 
 __all__ = [
@@ -54,6 +60,10 @@ __all__ = [
     "LiquidConfig",
     "LiquidForecaster",
     "pinball_loss",
+    "SSMConfig",
+    "StateSpaceForecaster",
+    "SeriesModel",
+    "build_model",
     "Window",
     "make_window",
     "checkpoint_path",
@@ -69,6 +79,8 @@ __all__ = [
     "one_step_scores",
     "CfCForecaster",
     "LTCForecaster",
+    "SSMForecaster",
+    "SSMAnomalyScorer",
     "ClassicalForecaster",
     "CfCAnomalyScorer",
     "ClassicalAnomalyScorer",

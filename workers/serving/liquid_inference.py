@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from workers.kits import series
-from workers.models.liquid import N_FEATURES, LiquidForecaster
+from workers.models.liquid import N_FEATURES
+from workers.serving.liquid_checkpoints import SeriesModel
 
 __all__ = [
     "CALIB_ORIGINS",
@@ -88,7 +89,7 @@ def _stack(windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, ts
 
 
-def forecast_batch(model: LiquidForecaster, windows: Sequence[Window], chunk: int = 1024) -> list[tuple[F, F, F]]:
+def forecast_batch(model: SeriesModel, windows: Sequence[Window], chunk: int = 1024) -> list[tuple[F, F, F]]:
     """Run ``model`` on windows; return (p50, p10, p90) per window in the series' units,
     each of the model's full horizon."""
     out: list[tuple[F, F, F]] = []
@@ -129,13 +130,13 @@ class Forecast:
     naive_mae: float
 
 
-def predict(model: LiquidForecaster, requests: Sequence[Request]) -> list[tuple[F, F, F]]:
+def predict(model: SeriesModel, requests: Sequence[Request]) -> list[tuple[F, F, F]]:
     """Calibrated forecasts (mean, p10, p90), ``horizon`` steps each, in one batched pass
     (see :func:`predict_tracked`)."""
     return [(f.mean, f.p10, f.p90) for f in predict_tracked(model, requests)]
 
 
-def predict_tracked(model: LiquidForecaster, requests: Sequence[Request]) -> list[Forecast]:
+def predict_tracked(model: SeriesModel, requests: Sequence[Request]) -> list[Forecast]:
     """Calibrated forecasts, ``horizon`` steps each, in one batched pass, with a track record.
 
     Per-series interval calibration (split-conformal on the series' own history): besides
@@ -193,7 +194,7 @@ def seasonal_naive_of(history: F, horizon: int, season: int | None) -> F:
 MIN_CONTEXT = 8
 
 
-def one_step_scores(model: LiquidForecaster, values: F, k: F, season: int) -> tuple[F, float]:
+def one_step_scores(model: SeriesModel, values: F, k: F, season: int) -> tuple[F, float]:
     """Scores of one-step forecasts from rolling windows, and the ratio of their mean absolute
     residual to that of the naive one-step forecast (below 1: the model reads the series).
 

@@ -1,6 +1,7 @@
-"""The series skills and their ladders: ``series.forecast`` (CfC, then LTC, then Holt-Winters;
-verified by a backtest on values the tiers never saw) and ``series.anomaly`` (CfC residuals,
-then the classical scorer)."""
+"""The series skills and their ladders: ``series.forecast`` (CfC, then the selective state-space
+model, then LTC, then Holt-Winters; verified by a backtest on values the tiers never saw; by
+default ``select="best_score"``: CfC and Holt-Winters answer together and the better backtest
+settles) and ``series.anomaly`` (CfC residuals, then the classical scorer)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from workers.lazy import LazyWorker
 _WORKERS = "workers.serving.liquid_workers"
 CfCForecaster = LazyWorker(_WORKERS, "CfCForecaster", name="series.cfc")
 LTCForecaster = LazyWorker(_WORKERS, "LTCForecaster", name="series.ltc")
+SSMForecaster = LazyWorker(_WORKERS, "SSMForecaster", name="series.ssm")
 ClassicalForecaster = LazyWorker(_WORKERS, "ClassicalForecaster", name="series.classical")
 CfCAnomalyScorer = LazyWorker(_WORKERS, "CfCAnomalyScorer", name="series.cfc-anomaly")
 ClassicalAnomalyScorer = LazyWorker(_WORKERS, "ClassicalAnomalyScorer", name="series.classical-anomaly")
@@ -42,11 +44,17 @@ def forecast_skill() -> Skill:
         ),
         input_model=series.ForecastInput,
         output_model=series.ForecastOutput,
-        ladder=[Tier("cfc", CfCForecaster, "tiny", _TORCH_POOL), Tier("ltc", LTCForecaster, "tiny", _TORCH_POOL)],
+        ladder=[
+            Tier("cfc", CfCForecaster, "tiny", _TORCH_POOL),
+            Tier("ssm", SSMForecaster, "tiny", _TORCH_POOL),
+            Tier("ltc", LTCForecaster, "tiny", _TORCH_POOL),
+        ],
         fallback=Tier("classical", ClassicalForecaster, "tool", _CLASSICAL_POOL),
         verifier=series.ForecastBacktestVerifier(),
         holdout=series.backtest_input,  # each tier also forecasts the history minus its last window
         recognize=_looks_like_forecast,
+        # the first tier and Holt-Winters answer together; the better backtest settles (docs/liquid.md)
+        select="best_score",
     )
 
 

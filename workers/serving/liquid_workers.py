@@ -1,6 +1,7 @@
-"""The series workers: the CfC and LTC forecasters (tiny tiers), Holt-Winters (the offline last
-tier), the CfC one-step anomaly scorer and the classical residual scorer. Each answers a batch
-in one call; each confidence is a track record measured on the series' own history."""
+"""The series workers: the CfC, LTC and selective state-space forecasters (tiny tiers),
+Holt-Winters (the offline last tier), the CfC and SSM one-step anomaly scorers and the classical
+residual scorer. Each answers a batch in one call; each confidence is a track record measured on
+the series' own history."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from tinyfleet_core.models import Attempt
 from workers.base import Job, Worker
 from workers.kits import series
 from workers.kits.classic import ClassicWorker
-from workers.models.liquid import LiquidForecaster
-from workers.serving.liquid_checkpoints import checkpoint_path, load_checkpoint, set_torch_threads
+from workers.serving.liquid_checkpoints import SeriesModel, checkpoint_path, load_checkpoint, set_torch_threads
 from workers.serving.liquid_inference import FLAG_Z, Request, one_step_scores, predict_tracked
 
 __all__ = [
@@ -27,6 +27,8 @@ __all__ = [
     "ClassicalAnomalyScorer",
     "ClassicalForecaster",
     "LTCForecaster",
+    "SSMAnomalyScorer",
+    "SSMForecaster",
 ]
 
 
@@ -51,7 +53,7 @@ class _LiquidForecastWorker(Worker):
     checkpoint_dir: Path | None = None
 
     def __init__(self) -> None:
-        self._model: LiquidForecaster | None = None
+        self._model: SeriesModel | None = None
         self._card: dict[str, Any] = {}
 
     def setup(self, device: str = "cpu") -> None:
@@ -104,6 +106,14 @@ class LTCForecaster(_LiquidForecastWorker):
     model_kind = "ltc"
 
 
+class SSMForecaster(_LiquidForecastWorker):
+    """Selective state-space model (Mamba-style S6 scan, ``workers/models/ssm.py``); a tier
+    of ``series.forecast`` beside the liquid ones."""
+
+    name = "series.ssm"
+    model_kind = "ssm"
+
+
 class ClassicalForecaster(ClassicWorker[series.ForecastInput]):
     """Holt-Winters exponential smoothing (statsmodels), refitted per series; its confidence
     compares the fit's one-step in-sample error with seasonal-naive's. Like every tier it
@@ -122,23 +132,23 @@ class ClassicalForecaster(ClassicWorker[series.ForecastInput]):
         return output, _confidence(resid_mae, series.naive_scale(x, s))
 
 
-class CfCAnomalyScorer(Worker):
-    """Scores each point by its one-step CfC forecast residual (the forecast checkpoint).
+class _OneStepAnomalyScorer(Worker):
+    """Scores each point by its one-step forecast residual (a ``series.forecast`` checkpoint).
 
     Confidence: how much the one-step forecasts beat the naive one (1 at half its error, 0.5
-    at parity, 0 at 1.5x); a model that cannot read the series escalates to the classical tier."""
+    at parity, 0 at 1.5x); a model that cannot read the series escalates to the next tier."""
 
-    name = "series.cfc-anomaly"
     skill = "series.anomaly"
+    model_kind: ClassVar[str] = "cfc"
     checkpoint_dir: Path | None = None
 
     def __init__(self) -> None:
-        self._model: LiquidForecaster | None = None
+        self._model: SeriesModel | None = None
 
     def setup(self, device: str = "cpu") -> None:
         super().setup(device)
         set_torch_threads()
-        self._model, _ = load_checkpoint(checkpoint_path("series.forecast", "cfc", self.checkpoint_dir))
+        self._model, _ = load_checkpoint(checkpoint_path("series.forecast", self.model_kind, self.checkpoint_dir))
 
     def solve_batch(self, jobs: Sequence[Job]) -> list[Attempt]:
         if self._model is None:
@@ -156,6 +166,20 @@ class CfCAnomalyScorer(Worker):
             output = series.AnomalyOutput(scores=scores.tolist(), flagged=np.flatnonzero(scores > FLAG_Z).tolist())
             out.append(self.attempt(output, conf, job=job, seconds=time.perf_counter() - t0, residual_vs_naive=ratio))
         return out
+
+
+class CfCAnomalyScorer(_OneStepAnomalyScorer):
+    """One-step CfC residuals (the CfC forecast checkpoint); the first tier of ``series.anomaly``."""
+
+    name = "series.cfc-anomaly"
+    model_kind = "cfc"
+
+
+class SSMAnomalyScorer(_OneStepAnomalyScorer):
+    """One-step residuals of the selective state-space forecaster (its forecast checkpoint)."""
+
+    name = "series.ssm-anomaly"
+    model_kind = "ssm"
 
 
 class ClassicalAnomalyScorer(ClassicWorker[series.AnomalyInput]):

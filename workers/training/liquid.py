@@ -24,24 +24,25 @@ import numpy as np
 import torch
 
 from tinyfleet_core.errors import ConfigError, InputError
-from workers.base import Job
-from workers.kits import series
+from workers.models.ssm import SSMConfig
 from workers.serving.liquid import (
-    FLAG_Z,
     LiquidConfig,
-    LiquidForecaster,
-    Request,
-    Window,
     checkpoint_path,
     load_checkpoint,
-    make_window,
-    one_step_scores,
-    pinball_loss,
-    predict,
     save_checkpoint,
     set_torch_threads,
 )
+from workers.serving.liquid_checkpoints import SeriesModel, build_model
 from workers.training.args import USER_CHECKPOINT_DIR
+from workers.training.series_data import masked_pinball, series_batch
+from workers.training.series_eval import (
+    RealSeries,
+    evaluate_anomaly,
+    evaluate_forecast,
+    fleet_forecast,
+    real_series,
+    targets,
+)
 
 __all__ = [
     "CONFIGS",
@@ -50,46 +51,51 @@ __all__ = [
     "train_command",
     "eval_command",
     "real_series",
+    "RealSeries",
     "evaluate_forecast",
     "evaluate_anomaly",
+    "fleet_forecast",
 ]
 
-CONFIGS = {
+CONFIGS: dict[str, LiquidConfig | SSMConfig] = {
     "cfc": LiquidConfig(cell="cfc", units=64, context=72, horizon=24),
     "ltc": LiquidConfig(cell="ltc", units=32, motor=16, context=72, horizon=24, ode_unfolds=3),
+    # the selective state-space tier reads a longer window (8 years of monthly data)
+    "ssm": SSMConfig(d_model=32, d_inner=48, d_state=8, dt_rank=4, d_conv=4, layers=2, context=96, horizon=24),
 }
+REAL_SHARE = {"cfc": 0.0, "ltc": 0.0, "ssm": 0.3}
+"""Share of each batch cut from real series (:mod:`workers.training.series_data`), per model."""
 LR, WEIGHT_DECAY, WARMUP, GRAD_CLIP, BATCH = 3e-3, 1e-4, 100, 1.0, 128
-RECIPE = {"optimizer": "AdamW", "lr": LR, "weight_decay": WEIGHT_DECAY, "warmup": WARMUP, "schedule": "cosine over wall time",
-          "batch": BATCH, "grad_clip": GRAD_CLIP, "loss": "pinball p10/p50/p90", "data": "fresh synthetic series every step",
-          "torch_threads": 1}
+
+
+def recipe(model: str) -> dict[str, Any]:
+    """The training recipe written into a model card."""
+    share = REAL_SHARE[model]
+    data = "fresh synthetic series every step"
+    if share:
+        data += (f"; {share:.0%} of each batch cut from real statsmodels series (elec_equip, fertility, grunfeld, copper); "
+                 "held out by name: the evaluation sources co2, elnino, sunspots, nile, macrodata, interest_inflation, "
+                 "danish_data")
+    return {"optimizer": "AdamW", "lr": LR, "weight_decay": WEIGHT_DECAY, "warmup": WARMUP, "schedule": "cosine over wall time",
+            "batch": BATCH, "grad_clip": GRAD_CLIP, "loss": "pinball p10/p50/p90 (targets past a real series' end masked)",
+            "data": data, "real_share": share, "trend_scaling": "window location = median of the last 3 deseasonalised "
+            "values, unit = mean absolute step, targets clipped at +-100 units", "torch_threads": 1}
 
 
 # ---------------------------------------------------------------------------- data
 
 
-def training_batch(rng: np.random.Generator, batch: int, cfg: LiquidConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x (B, L, F), ts (B, L, 1), y (B, H)) from fresh synthetic series; ``y`` in each
-    window's normalised units. Half the windows are full, half shorter (left-padded)."""
-    wins: list[Window] = []
-    ys = np.zeros((batch, cfg.horizon), dtype=np.float32)
-    for b in range(batch):
-        n_ctx = cfg.context if rng.random() < 0.5 else int(rng.integers(12, cfg.context + 1))
-        s = series.generate_series(rng, n_ctx + cfg.horizon, regular_tail=cfg.horizon)
-        k, _ = series.grid_index(s.timestamps.tolist(), len(s.values))
-        hist = s.values[:n_ctx]
-        given = s.season if rng.random() < 0.85 else None
-        season = series.effective_season(given, hist)
-        w = make_window(hist, k[:n_ctx], season, cfg.horizon, cfg.context)
-        wins.append(w)
-        ys[b] = np.clip((s.values[n_ctx:] - w.loc - w.future_season) / w.scale, -100, 100)
-    x = torch.from_numpy(np.stack([w.x for w in wins]))
-    ts = torch.from_numpy(np.stack([w.ts for w in wins]))[..., None]
-    return x, ts, torch.from_numpy(ys)
+def training_batch(rng: np.random.Generator, batch: int, cfg: LiquidConfig | SSMConfig,
+                   real_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x (B, L, F), ts (B, L, 1), y (B, H)) from fresh synthetic series (and ``real_share``
+    of real windows, see :func:`workers.training.series_data.series_batch`); ``y`` in each
+    window's normalised units. Half the synthetic windows are full, half shorter (left-padded)."""
+    return series_batch(rng, batch, cfg.context, cfg.horizon, real_share)
 
 
 @dataclass
 class TrainResult:
-    model: LiquidForecaster
+    model: SeriesModel
     steps: int
     wall_s: float
     first_loss: float
@@ -97,22 +103,23 @@ class TrainResult:
     val_loss: float
 
 
-def _val_loss(model: LiquidForecaster, val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> float:
+def _val_loss(model: SeriesModel, val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> float:
     model.eval()
     with torch.inference_mode():
-        loss = float(np.mean([float(pinball_loss(model(x, ts), y)) for x, ts, y in val]))
+        loss = float(np.mean([float(masked_pinball(model(x, ts), y)) for x, ts, y in val]))
     model.train()
     return loss
 
 
-def train(cfg: LiquidConfig, *, seconds: float, seed: int, batch: int = BATCH, max_steps: int | None = None,
-          log_every: int = 100, log: bool = True) -> TrainResult:
-    """Train a fresh model for ``seconds`` of wall time (or ``max_steps``)."""
+def train(cfg: LiquidConfig | SSMConfig, *, seconds: float, seed: int, batch: int = BATCH, max_steps: int | None = None,
+          log_every: int = 100, log: bool = True, real_share: float = 0.0) -> TrainResult:
+    """Train a fresh model for ``seconds`` of wall time (or ``max_steps``); the validation
+    loss is on synthetic windows only (the same for every recipe)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     val_rng = np.random.default_rng(seed + 10_000)
     val = [training_batch(val_rng, 256, cfg) for _ in range(2)]
-    model = LiquidForecaster(cfg)
+    model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     t0 = time.monotonic()
     step, first, recent = 0, math.nan, []
@@ -125,8 +132,8 @@ def train(cfg: LiquidConfig, *, seconds: float, seed: int, batch: int = BATCH, m
         lr = LR * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, ts, y = training_batch(rng, batch, cfg)
-        loss = pinball_loss(model(x, ts), y)
+        x, ts, y = training_batch(rng, batch, cfg, real_share)
+        loss = masked_pinball(model(x, ts), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -139,207 +146,6 @@ def train(cfg: LiquidConfig, *, seconds: float, seed: int, batch: int = BATCH, m
             print(f"step {step} loss {np.mean(recent[-log_every:]):.4f} lr {lr:.2e} t {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
     model.eval()
     return TrainResult(model, step, time.monotonic() - t0, first, float(np.mean(recent[-50:])), _val_loss(model, val))
-
-
-# ---------------------------------------------------------------------------- real series
-
-
-@dataclass(frozen=True)
-class RealSeries:
-    name: str
-    values: np.ndarray
-    season: int
-    horizon: int
-
-
-def real_series() -> list[RealSeries]:
-    """Time series bundled with statsmodels (loaded offline). Seasons: monthly 12, sunspots'
-    cycle 11, quarterly seasonally adjusted macro data 1, annual 1."""
-    import statsmodels.api as sm
-
-    out: list[RealSeries] = []
-    co2 = sm.datasets.co2.load_pandas().data["co2"].resample("MS").mean().interpolate()
-    out.append(RealSeries("co2 (monthly)", co2.to_numpy(float), 12, 12))
-    el = sm.datasets.elnino.load_pandas().data.iloc[:, 1:].to_numpy(float).ravel()
-    out.append(RealSeries("elnino (monthly)", el, 12, 12))
-    sun = sm.datasets.sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(float)
-    out.append(RealSeries("sunspots (annual)", sun, 11, 10))
-    nile = sm.datasets.nile.load_pandas().data["volume"].to_numpy(float)
-    out.append(RealSeries("nile (annual)", nile, 1, 10))
-    macro = sm.datasets.macrodata.load_pandas().data
-    for col in ("realgdp", "realcons", "realinv", "cpi", "m1", "tbilrate", "unemp", "infl"):
-        out.append(RealSeries(f"macro.{col} (quarterly)", macro[col].to_numpy(float), 1, 8))
-    ii = sm.datasets.interest_inflation.load_pandas().data
-    for col in ("Dp", "R"):
-        out.append(RealSeries(f"interest_inflation.{col} (quarterly)", ii[col].to_numpy(float), 4, 8))
-    dan = sm.datasets.danish_data.load_pandas().data
-    for col in ("lrm", "lry", "ibo", "ide"):
-        out.append(RealSeries(f"danish.{col} (quarterly)", dan[col].to_numpy(float), 4, 8))
-    return out
-
-
-ORIGINS = 3
-
-
-def _cases(data: list[RealSeries]) -> list[tuple[RealSeries, np.ndarray, np.ndarray]]:
-    """(series, history, actual) for ``ORIGINS`` non-overlapping rolling origins per series."""
-    cases = []
-    for rs in data:
-        for j in range(ORIGINS, 0, -1):
-            cut = len(rs.values) - j * rs.horizon
-            cases.append((rs, rs.values[:cut], rs.values[cut : cut + rs.horizon]))
-    return cases
-
-
-def evaluate_forecast(model: LiquidForecaster, data: list[RealSeries]) -> dict[str, Any]:
-    """MASE per series (mean over origins) for the model, seasonal-naive and Holt-Winters;
-    p10-p90 coverage; series/s of each (model batched, and one series per call)."""
-    cases = _cases(data)
-    t0 = time.perf_counter()
-    reqs = [Request(h, np.arange(len(h)), rs.season, rs.horizon) for rs, h, _ in cases]
-    preds = predict(model, reqs)
-    model_batched_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for req in reqs[: min(len(cases), 30)]:
-        predict(model, [req])
-    model_single_s = (time.perf_counter() - t0) / min(len(cases), 30)
-    classical: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    t0 = time.perf_counter()
-    for rs, h, _ in cases:
-        classical.append(series.classical_forecast(h, rs.horizon, series.effective_season(rs.season, h)))
-    classical_s = time.perf_counter() - t0
-    rows: dict[str, dict[str, Any]] = {}
-    inside_m, inside_c, total = 0, 0, 0
-    for (rs, h, act), (m, lo, hi), (cm, clo, chi) in zip(cases, preds, classical, strict=True):
-        r = rows.setdefault(rs.name, {"series": rs.name, "n": len(rs.values), "season": rs.season, "horizon": rs.horizon,
-                                      "mase_model": [], "mase_naive": [], "mase_classical": []})
-        hz = rs.horizon
-        r["mase_model"].append(series.mase(act, m[:hz], h, rs.season))
-        r["mase_naive"].append(series.mase(act, series.seasonal_naive(h, hz, rs.season), h, rs.season))
-        r["mase_classical"].append(series.mase(act, cm, h, rs.season))
-        inside_m += int(np.sum((act >= lo[:hz]) & (act <= hi[:hz])))
-        inside_c += int(np.sum((act >= clo) & (act <= chi)))
-        total += hz
-    table = []
-    for r in rows.values():
-        for key in ("mase_model", "mase_naive", "mase_classical"):
-            r[key] = float(np.mean(r[key]))
-        table.append(r)
-    mm = np.array([r["mase_model"] for r in table])
-    mn = np.array([r["mase_naive"] for r in table])
-    mc = np.array([r["mase_classical"] for r in table])
-    n_cases = len(cases)
-    return {
-        "series": table,
-        "summary": {
-            "series": len(table),
-            "origins_per_series": ORIGINS,
-            "beats_naive": int(np.sum(mm < mn)),
-            "classical_beats_naive": int(np.sum(mc < mn)),
-            "mean_mase_model": float(mm.mean()),
-            "mean_mase_naive": float(mn.mean()),
-            "mean_mase_classical": float(mc.mean()),
-            "mean_ratio_model_vs_classical": float(np.mean(mm / mc)),
-            "geomean_ratio_model_vs_classical": float(np.exp(np.mean(np.log(mm / mc)))),
-            "coverage_p10_p90_model": inside_m / total,
-            "coverage_p10_p90_classical": inside_c / total,
-        },
-        "speed": {
-            "model_series_per_s_batched": n_cases / model_batched_s,
-            "model_series_per_s_one_by_one": 1.0 / model_single_s,
-            "classical_series_per_s": n_cases / classical_s,
-            "speedup_batched": (n_cases / model_batched_s) / (n_cases / classical_s),
-            "speedup_one_by_one": (1.0 / model_single_s) / (n_cases / classical_s),
-        },
-    }
-
-
-def verifier_pass_rates(data: list[RealSeries], directory: Path | None = None) -> dict[str, Any]:
-    """Run each tier's worker on every (series, origin) case, as the fleet would, and report
-    the share the backtest verifier accepts, where the ladder cfc -> ltc -> classical settles
-    each case, and the MASE of the settled answers (a case no tier passes counts with the
-    classical answer, though the fleet would report that step failed)."""
-    from workers.base import Worker
-    from workers.serving.liquid import CfCForecaster, ClassicalForecaster, LTCForecaster
-
-    cases = _cases(data)
-    jobs = [Job(series.ForecastInput(values=h.tolist(), horizon=rs.horizon, season=rs.season)) for rs, h, _ in cases]
-    verifier = series.ForecastBacktestVerifier()
-    workers: list[tuple[str, Worker]] = []
-    for tier, cls in (("cfc", CfCForecaster), ("ltc", LTCForecaster)):
-        if checkpoint_path("series.forecast", cls.model_kind, directory).exists():
-            w = cls()
-            w.checkpoint_dir = directory
-            workers.append((tier, w))
-    workers.append(("classical", ClassicalForecaster()))
-    ok: dict[str, list[bool]] = {}
-    mase: dict[str, list[float]] = {}
-    for tier, worker in workers:
-        worker.setup("cpu")
-        atts = worker.solve_batch(jobs)
-        # the verifier's backtest: the same worker forecasts each history minus its last window
-        held = worker.solve_batch([Job(series.backtest_input(j.input)) for j in jobs])
-        flags = [False] * len(jobs)
-        errs = [math.inf] * len(jobs)
-        pairs = [(i, series.ForecastOutput.model_validate(a.output)) for i, a in enumerate(atts) if a.output is not None]
-        items = [
-            (jobs[i].input, o, series.ForecastOutput.model_validate(held[i].output) if held[i].output is not None else None)
-            for i, o in pairs
-        ]
-        for (i, out), v in zip(pairs, verifier.check_holdout_batch(items), strict=True):
-            flags[i] = v.ok
-            rs, hist, act = cases[i]
-            errs[i] = series.mase(act, np.asarray(out.mean), hist, rs.season)
-        ok[tier], mase[tier] = flags, errs
-    settled = {t: 0 for t in ok} | {"failed": 0}
-    ladder: dict[str, list[float]] = {}
-    classical: dict[str, list[float]] = {}
-    for i in range(len(jobs)):
-        tier = next((t for t in ok if ok[t][i]), "failed")
-        settled[tier] += 1
-        name = cases[i][0].name
-        ladder.setdefault(name, []).append(mase[tier if tier != "failed" else "classical"][i])
-        classical.setdefault(name, []).append(mase["classical"][i])
-    ratios = [float(np.mean(ladder[k]) / np.mean(classical[k])) for k in ladder]
-    return {
-        "cases": len(jobs),
-        "accepted": {t: sum(v) / len(jobs) for t, v in ok.items()},
-        "settled_at": settled,
-        "ladder_mean_mase": float(np.mean([np.mean(v) for v in ladder.values()])),
-        "ladder_mean_ratio_vs_classical": float(np.mean(ratios)),
-        "ladder_geomean_ratio_vs_classical": float(np.exp(np.mean(np.log(ratios)))),
-    }
-
-
-def evaluate_anomaly(model: LiquidForecaster, data: list[RealSeries], seed: int) -> dict[str, Any]:
-    """Precision/recall/F1 of flags on real series with injected spikes (1% of points, 6-12x
-    the one-step noise), for the CfC scorer and the classical robust z-score, plus series/s."""
-    rng = np.random.default_rng(seed)
-    cases = []
-    for rs in data:
-        s = series.inject_anomalies(rng, series.Synth(rs.values, np.arange(len(rs.values), dtype=float), rs.season, np.zeros(0)), rate=0.01)
-        cases.append((rs, s))
-    res: dict[str, Any] = {}
-    for kind in ("model", "classical"):
-        tp = fp = fn = 0
-        t0 = time.perf_counter()
-        for rs, s in cases:
-            k = np.arange(len(s.values))
-            if kind == "model":
-                scores, _ = one_step_scores(model, s.values, k, series.effective_season(rs.season, s.values))
-            else:
-                scores = series.classical_anomaly_scores(s.values, k, series.effective_season(rs.season, s.values))
-            flagged = set(np.flatnonzero(scores > FLAG_Z).tolist())
-            truth = set(s.anomalies.tolist())
-            tp += len(flagged & truth)
-            fp += len(flagged - truth)
-            fn += len(truth - flagged)
-        secs = time.perf_counter() - t0
-        p = tp / max(1, tp + fp)
-        r = tp / max(1, tp + fn)
-        res[kind] = {"precision": p, "recall": r, "f1": 2 * p * r / max(1e-12, p + r), "series_per_s": len(cases) / secs,
-                     "true_anomalies": tp + fn}
-    return res
 
 
 # ---------------------------------------------------------------------------- commands
@@ -356,7 +162,7 @@ def _check_args(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """``tinyfleet train --skill series.forecast --model cfc|ltc [--minutes M] [--seed K] [--out DIR]``."""
+    """``tinyfleet train --skill series.forecast --model cfc|ltc|ssm [--minutes M] [--seed K] [--out DIR]``."""
     skill, model = _check_args(args)
     if skill == "series.anomaly":
         print("series.anomaly scores with the series.forecast CfC checkpoint (one-step residuals); "
@@ -370,7 +176,7 @@ def train_command(args: argparse.Namespace) -> int:
     seed = int(getattr(args, "seed", None) or 0)
     out = Path(getattr(args, "out", None) or USER_CHECKPOINT_DIR)  # the bundled dir only when --out names it
     cfg = CONFIGS[model]
-    res = train(cfg, seconds=minutes * 60, seed=seed)
+    res = train(cfg, seconds=minutes * 60, seed=seed, real_share=REAL_SHARE[model])
     data = real_series()
     ev = evaluate_forecast(res.model, data)
     params = sum(p.numel() for p in res.model.parameters())
@@ -378,7 +184,7 @@ def train_command(args: argparse.Namespace) -> int:
         "skill": skill,
         "model": model,
         "params": params,
-        "recipe": RECIPE,
+        "recipe": recipe(model),
         "seed": seed,
         "steps": res.steps,
         "wall_s": round(res.wall_s, 1),
@@ -396,12 +202,12 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    """``tinyfleet eval --skill series.forecast|series.anomaly [--model cfc|ltc] [--checkpoint PATH]
+    """``tinyfleet eval --skill series.forecast|series.anomaly [--model cfc|ltc|ssm] [--checkpoint PATH]
     [--n COUNT] [--seed K] [--json]``.
 
     ``--n`` caps how many real series are used (all 18 by default); ``--seed`` seeds the spikes
-    injected for ``series.anomaly``. The verifier/ladder rates read the checkpoints beside
-    ``--checkpoint`` (default: the bundled ones)."""
+    injected for ``series.anomaly``. The fleet's ladders (``first_verified`` and ``best_score``)
+    read the checkpoints beside ``--checkpoint`` (default: the bundled ones)."""
     skill, model = _check_args(args)
     set_torch_threads()
     given = getattr(args, "checkpoint", None)
@@ -412,8 +218,13 @@ def eval_command(args: argparse.Namespace) -> int:
     if n:
         data = data[: int(n)]
     if skill == "series.forecast":
+        from workers.serving.liquid_skills import forecast_skill
+
+        fs = forecast_skill()
+        ladder = [t.name for t in fs.ladder] + ([fs.fallback.name] if fs.fallback else [])
         result: dict[str, Any] = {"skill": skill, "model": model, **evaluate_forecast(net, data)}
-        result["verifier"] = verifier_pass_rates(data, Path(directory) if directory else None)
+        result["fleet"] = fleet_forecast(data, ladder, Path(directory) if directory else None)
+        result["targets"] = targets(result, result["fleet"])
     else:
         result = {"skill": skill, "model": model, **evaluate_anomaly(net, data, int(getattr(args, "seed", None) or 0))}
     if getattr(args, "json", False):
@@ -430,11 +241,17 @@ def _format(result: dict[str, Any]) -> str:
             r = result[k]
             lines.append(f"{k:<11} {r['precision']:.3f}      {r['recall']:.3f}   {r['f1']:.3f}  {r['series_per_s']:.1f}")
         return "\n".join(lines)
-    lines = [f"{'series':<34} {'n':>5} {'s':>3} {'h':>3} {result['model'] + ' MASE':>10} {'naive':>7} {'classical':>9}"]
+    lines = [f"{'series':<34} {'n':>5} {'s':>3} {'h':>3} {result['model'] + ' MASE':>10} {'naive':>7} {'HW':>7} "
+             f"{'theta':>7} {'cov':>5} {'HWcov':>5}"]
     for r in result["series"]:
         lines.append(f"{r['series']:<34} {r['n']:>5} {r['season']:>3} {r['horizon']:>3} {r['mase_model']:>10.3f} "
-                     f"{r['mase_naive']:>7.3f} {r['mase_classical']:>9.3f}")
-    lines.append(json.dumps({**result["summary"], **result["speed"], "verifier": result.get("verifier")}, indent=2))
+                     f"{r['mase_naive']:>7.3f} {r['mase_classical']:>7.3f} {r['mase_theta']:>7.3f} {r['cov_model']:>5.2f} "
+                     f"{r['cov_classical']:>5.2f}")
+    fleet = {k: v for k, v in (result.get("fleet") or {}).items()}
+    for rule in ("first_verified", "best_score"):
+        if rule in fleet:
+            fleet[rule] = {k: v for k, v in fleet[rule].items() if k != "per_series_ratio_vs_classical"}
+    lines.append(json.dumps({**result["summary"], **result["speed"], "fleet": fleet, "targets": result.get("targets")}, indent=2))
     return "\n".join(lines)
 
 
