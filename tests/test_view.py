@@ -327,6 +327,7 @@ def test_a_live_page_shows_the_run_going_and_finishing(browser: Any) -> None:
         closer.join(60)
 
 
+@pytest.mark.slow
 @needs_browser
 def test_tinyfleet_run_view_prints_the_address_and_the_page_follows_the_run(browser: Any, tmp_path: Path) -> None:
     task = tmp_path / "task.json"
@@ -400,3 +401,29 @@ def test_a_large_run_is_drawn_as_groups_and_every_step_still_opens(browser: Any,
     page.wait_for_selector("#tf-panel[data-step='st7'] tr.tf-attempt-why[data-ok='false']")
     assert page.inner_text("tr.tf-attempt-why[data-ok='false'] .tf-reason") == "wrong cell"
     assert page.errors == []
+
+
+@pytest.mark.slow
+@needs_browser
+def test_the_demo_writes_run_html_that_shows_the_whole_run_offline(browser: Any, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYFLEET_") and k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "demo", "--executor", "local", "--out", "day", "--json"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = RunReport.model_validate_json(out.stdout)
+    page_file = tmp_path / "day" / "run.html"
+    assert page_file.is_file()
+    context = browser.new_context(offline=True)  # nothing may come from the network
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("body[data-ready='1']")
+    ids = page.eval_on_selector_all("#tf-dag .tf-node", "ns => ns.map(n => n.dataset.step)")
+    assert sorted(ids) == sorted(s.step_id for s in report.steps)
+    assert page.locator("#tf-dag .tf-edge").count() > 0  # both phases' plans are in the page
+    escalated = [s for s in report.steps if s.escalated]
+    assert page.locator("#tf-dag .tf-node.tf-escalated").count() == len(escalated)
+    assert page.inner_text("#tf-status") == f"finished: {report.status}"
+    assert errors == []
+    context.close()
