@@ -354,7 +354,7 @@
     (escalations.get(s.id) || []).forEach(function (e) { panel.appendChild(el('div', { class: 'tf-warn', text: 'escalation: ' + e })); });
     var trials = (d.trials && d.trials.length) ? d.trials : (liveTrials.get(s.id) || []);
     panel.appendChild(el('h3', { text: 'Attempts (' + trials.length + ')' }));
-    var head = ['#', 'tier', 'confidence', 'rec. steps', 'particles', 'seconds', 'tokens', '$'];
+    var head = ['#', 'tier', 'conf.', 'rec. steps', 'particles', 'seconds', 'tokens', '$'];
     var tb = el('table', { class: 'tf-table', id: 'tf-attempts' }, el('tr', null));
     head.forEach(function (h) { tb.firstChild.appendChild(el('th', { text: h })); });
     trials.forEach(function (t, i) {
