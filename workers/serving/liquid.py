@@ -46,7 +46,6 @@ from workers.serving.liquid_workers import (
     ClassicalAnomalyScorer,
     ClassicalForecaster,
     LTCForecaster,
-    SSMAnomalyScorer,
     SSMForecaster,
 )
 
@@ -80,7 +79,6 @@ __all__ = [
     "CfCForecaster",
     "LTCForecaster",
     "SSMForecaster",
-    "SSMAnomalyScorer",
     "ClassicalForecaster",
     "CfCAnomalyScorer",
     "ClassicalAnomalyScorer",

@@ -1,6 +1,6 @@
 """The series workers: the CfC, LTC and selective state-space forecasters (tiny tiers),
-Holt-Winters (the offline last tier), the CfC and SSM one-step anomaly scorers and the classical
-residual scorer. Each answers a batch in one call; each confidence is a track record measured on
+Holt-Winters (the offline last tier), the CfC one-step anomaly scorer and the classical residual
+scorer. Each answers a batch in one call; each confidence is a track record measured on
 the series' own history."""
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ __all__ = [
     "ClassicalAnomalyScorer",
     "ClassicalForecaster",
     "LTCForecaster",
-    "SSMAnomalyScorer",
     "SSMForecaster",
 ]
 
@@ -173,13 +172,6 @@ class CfCAnomalyScorer(_OneStepAnomalyScorer):
 
     name = "series.cfc-anomaly"
     model_kind = "cfc"
-
-
-class SSMAnomalyScorer(_OneStepAnomalyScorer):
-    """One-step residuals of the selective state-space forecaster (its forecast checkpoint)."""
-
-    name = "series.ssm-anomaly"
-    model_kind = "ssm"
 
 
 class ClassicalAnomalyScorer(ClassicWorker[series.AnomalyInput]):

@@ -8,7 +8,7 @@ out by name (:data:`HELD_OUT_SOURCES`; :func:`real_training_pool` asserts it). T
 
 - ``elec_equip``: euro-area electrical equipment orders, monthly, 257 values, season 12;
 - ``fertility``: births per woman, annual 1960-2015, one series per country with >= 40 values;
-- ``grunfeld``: investment, value and capital of 10 US firms, annual, 20 values each;
+- ``grunfeld``: investment, value and capital of 11 US firms, annual, 20 values each;
 - ``copper``: world copper market, annual, 25 values, 5 columns.
 
 Trends are scaled the way serving scales them (:func:`workers.serving.liquid.make_window`):
