@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,13 @@ TASK = Task(id="view-test", goal=f"add numbers (the user pasted {FAKE_KEY} here)
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunReport, Path, Path]:
     """A finished run: its report (written as JSON) and its journal."""
     out = tmp_path_factory.mktemp("viewrun")
-    with add_fleet() as fleet:
-        report = fleet.run_plan_sync(add_plan(), TASK, journal=out / "run.sqlite")
+
+    def run() -> RunReport:  # in a thread of its own: Playwright's event loop may be running in this one
+        with add_fleet() as fleet:
+            return fleet.run_plan_sync(add_plan(), TASK, journal=out / "run.sqlite")
+
+    with ThreadPoolExecutor(1) as pool:
+        report = pool.submit(run).result(timeout=120)
     assert report.status == "succeeded" and report.totals.escalated == 3
     path = out / "report.json"
     path.write_text(report.model_dump_json(indent=1))
@@ -224,8 +230,10 @@ def test_server_routes_and_the_loopback_host_check(finished: tuple[RunReport, Pa
 
 
 def test_live_view_streams_events_as_server_sent_events() -> None:
-    with add_fleet(view=True) as fleet:
-        report = fleet.run_plan_sync(add_plan(3), TASK)
+    fleet = add_fleet(view=True)
+    with ThreadPoolExecutor(1) as pool:  # off this thread, where a browser test's event loop may run
+        report = pool.submit(lambda: fleet.run_plan_sync(add_plan(3), TASK)).result(timeout=120)
+        pool.submit(fleet.close_sync).result(timeout=60)
     view = fleet.view
     assert isinstance(view, LiveView) and report.status == "succeeded"
     try:
