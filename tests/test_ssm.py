@@ -3,6 +3,8 @@ run whose loss falls, and the bundled checkpoint on real series near its model c
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,28 @@ def test_bundled_checkpoint_forecasts_two_real_series_near_its_card() -> None:
         got = float(np.mean(errs))
         assert got <= 1.10 * want[rs.name] + 0.02, (rs.name, got, want[rs.name])
         assert got < float(np.mean(naive)), rs.name
+
+
+def test_eval_reports_the_comparison_table_and_the_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    """``tinyfleet eval --skill series.forecast --model ssm --n 2 --json``, in-process: per series
+    the model, seasonal naive, Holt-Winters and Theta; geometric means; both select rules of the
+    served ladder; each target with its value and whether it is met."""
+    import argparse
+    import json
+
+    from workers.training.liquid import eval_command
+
+    args = argparse.Namespace(skill="series.forecast", model="ssm", n=2, json=True, checkpoint=None, out=None, seed=None)
+    assert eval_command(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [s["series"] for s in r["series"]] == ["co2 (monthly)", "elnino (monthly)"]
+    for key in ("mase_model", "mase_naive", "mase_classical", "mase_theta", "cov_model", "cov_theta"):
+        assert all(math.isfinite(s[key]) for s in r["series"]), key
+    assert r["summary"]["geomean_mase_theta"] > 0 and r["summary"]["origins_per_series"] == 3
+    assert r["fleet"]["ladder"] == ["cfc", "ssm", "ltc", "classical"]
+    for rule in ("first_verified", "best_score"):
+        assert sum(r["fleet"][rule]["settled_at"].values()) == r["fleet"]["cases"] == 6
+    # co2: best_score keeps Holt-Winters' answer where its backtest is better, so it is never worse there
+    co2 = "co2 (monthly)"
+    assert r["fleet"]["best_score"]["per_series_ratio_vs_classical"][co2] <= r["fleet"]["first_verified"]["per_series_ratio_vs_classical"][co2]
+    assert all(set(t) == {"value", "met"} for t in r["targets"].values())
