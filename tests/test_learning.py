@@ -20,7 +20,7 @@ import torch
 
 from orchestrator import Fleet, RunReport, Task
 from orchestrator.learning import LearnerSettings
-from tinyfleet_core.models import Attempt
+from tinyfleet_core.models import Attempt, Event, Plan, Step
 from workers.base import Job, Tier
 from workers.builtin import default_registry
 from workers.kits import maze, maze_families
@@ -255,3 +255,49 @@ def test_bench_learning_reports_both_fleets_per_window() -> None:
         assert r["verified_share"] == 100.0
     assert res["summary"].startswith("shifted stream") and isinstance(res["ok"], bool)
     assert res["plot"]["kind"] == "line" and res["plot"]["group"] == "fleet"
+
+
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_a_running_pool_swaps_weights_mid_run_without_losing_or_repeating_a_step(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """One run: 20 steps, then 20 more that wait for them. When the first 20 are done a version
+    is promoted (here a copy of the bundled weights under the name v1: this tests the swap, not
+    the learning); the running pool serves the second 20 from it."""
+    if kind == "ray":
+        request.getfixturevalue("ray_session")
+        from orchestrator.ray_executor import RayExecutor
+
+        executor: Any = RayExecutor()
+    else:
+        executor = "local"
+    d = tmp_path / "learned"
+    rng = random.Random(7)
+    grids = [maze.generate(7, rng) for _ in range(40)]
+    first = [Step(id=f"a{i}", skill="maze.route", inputs={"grid": g}) for i, g in enumerate(grids[:20])]
+    second = [Step(id=f"b{i}", skill="maze.route", inputs={"grid": g}, after=[s.id for s in first])
+              for i, g in enumerate(grids[20:])]
+    plan = Plan(steps=first + second, output=[s.id for s in first + second])
+    done: set[str] = set()
+
+    def promote_after_the_first_half(ev: Event) -> None:
+        if ev.kind == "step_done" and ev.step_id in {s.id for s in first}:
+            done.add(ev.step_id)
+            if len(done) == len(first):
+                src = checkpoint_path("maze.route", "trm", 7)
+                dst = version_path(STEM, "v1", d)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(src.read_bytes())
+                card = json.loads(src.with_suffix(".json").read_text()) | {"learned": {"version": "v1", "parent": BUNDLED}}
+                dst.with_suffix(".json").write_text(json.dumps(card))
+                set_current(STEM, "v1", d)
+                time.sleep(PointerWatch.EVERY_S + 0.1)  # the pool looks at CURRENT at most this often
+
+    with Fleet(executor=executor, registry=_learning_registry(d)) as fleet:
+        report = fleet.run_plan_sync(plan, on_event=promote_after_the_first_half)
+    assert report.status == "succeeded"
+    assert [s.step_id for s in report.steps] == [s.id for s in plan.steps]  # every step once, none lost
+    served = {s.step_id: [t.attempt.info["checkpoint"] for t in s.trials if t.attempt.tier == "trm"] for s in report.steps}
+    assert all(len(v) == 1 for v in served.values())  # each answered once by the pool
+    assert {v[0] for k, v in served.items() if k.startswith("a")} == {f"{STEM}@{BUNDLED}"}
+    assert {v[0] for k, v in served.items() if k.startswith("b")} == {f"{STEM}@v1"}
