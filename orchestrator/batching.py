@@ -1,9 +1,11 @@
 """Dynamic batching: many concurrent ``submit(job)`` calls become few ``run_batch(jobs)`` calls.
 
 The first job to arrive opens a batch; the batch closes when it holds ``max_batch`` jobs or
-``max_wait_ms`` has passed, then runs while the next batch fills. At most ``concurrency``
-batches run at once; further jobs wait in the queue (backpressure). Used by the local
-executor, by the Ray router in the driver, and inside Ray actors.
+``max_wait_ms`` has passed, then runs while the next batch fills. Jobs that would fill less than
+a batch per free lane (``spread``: a pool's replicas) are shared out evenly over those lanes. At most ``concurrency``
+batches run at once; further jobs wait in the queue (backpressure). The one batching layer of
+a pool: the local executor's, and the Ray router's in the driver (a Ray pool's actor runs each
+batch it is handed as it is).
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ class Batcher(Generic[J, R]):
         max_batch: int = 64,
         max_wait_ms: float = 2.0,
         concurrency: int = 1,
+        spread: int = 1,
     ) -> None:
         if max_batch < 1 or concurrency < 1:
             raise ValueError("max_batch and concurrency must be >= 1")
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max(0.0, max_wait_ms) / 1000.0
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
+        self._free = concurrency  # slots not running a batch (the semaphore's count, readable)
+        self.spread = max(1, spread)  # lanes that run in parallel (a pool's replicas)
         self._queue: list[tuple[J, asyncio.Future[R]]] = []
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
@@ -48,9 +54,28 @@ class Batcher(Generic[J, R]):
             self._pump = asyncio.ensure_future(self._pump_loop())
         return await fut
 
+    async def submit_many(self, jobs: Sequence[J]) -> list[R | BaseException]:
+        """Queue ``jobs`` together (they share batches with every other submitter's) and wait for
+        all of them: one future per job and no task per job, so handing a pool many jobs at
+        once costs the driver little more than handing it one. A job whose batch failed gets
+        the exception in its place."""
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[R]] = [loop.create_future() for _ in jobs]
+        self._queue.extend(zip(jobs, futs, strict=True))
+        self._wake.set()
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.ensure_future(self._pump_loop())
+        try:
+            return list(await asyncio.gather(*futs, return_exceptions=True))
+        except asyncio.CancelledError:
+            for f in futs:
+                f.cancel()
+            raise
+
     async def _pump_loop(self) -> None:
         while self._queue:
             await self._slots.acquire()
+            self._free -= 1
             if self.max_wait_s > 0 and len(self._queue) < self.max_batch:
                 deadline = asyncio.get_running_loop().time() + self.max_wait_s
                 while len(self._queue) < self.max_batch:
@@ -64,10 +89,16 @@ class Batcher(Generic[J, R]):
                         break
             else:
                 await asyncio.sleep(0)  # let jobs submitted in this tick join the batch
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            # a queue shorter than a full batch per free lane is shared out evenly over the free
+            # lanes (a pool's replicas run in parallel: 200 slow jobs go to two replicas as
+            # 2 x 100, not as one batch of 200 beside an idle replica)
+            running = self.concurrency - self._free - 1  # batches already out (this one not counted)
+            lanes = max(1, self.spread - running)
+            size = min(self.max_batch, max(1, -(-len(self._queue) // lanes)))
+            batch, self._queue = self._queue[:size], self._queue[size:]
             batch = [(j, f) for j, f in batch if not f.cancelled()]
             if not batch:
-                self._slots.release()
+                self._release()
                 continue
             task = asyncio.ensure_future(self._run(batch))
             self._running.add(task)
@@ -96,7 +127,11 @@ class Batcher(Generic[J, R]):
                 if not fut.done():
                     fut.set_result(res)
         finally:
-            self._slots.release()
+            self._release()
+
+    def _release(self) -> None:
+        self._free += 1
+        self._slots.release()
 
     async def aclose(self) -> None:
         if self._pump is not None:

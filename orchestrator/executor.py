@@ -181,7 +181,7 @@ class _LocalPool:
         self.thread = ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"pool-{spec.name}")
         self._free: asyncio.Queue[Worker] | None = None
         self.batcher: Batcher[Job, Attempt] = Batcher(
-            self._run, max_batch=spec.options.max_batch, max_wait_ms=spec.options.max_wait_ms, concurrency=n
+            self._run, max_batch=spec.options.max_batch, max_wait_ms=spec.options.max_wait_ms, concurrency=n, spread=n
         )
 
     async def _run(self, jobs: list[Job]) -> list[Attempt]:
@@ -249,6 +249,15 @@ class LocalExecutor(Executor):
         attempt = await p.batcher.submit(job)
         self.stats.items += 1
         return attempt
+
+    async def submit_many(self, pool: str, jobs: Sequence[Job]) -> list[Attempt | BaseException]:
+        try:
+            p = self._pools[pool]
+        except KeyError:
+            raise ConfigError(f"no pool named {pool!r}; call ensure_pool first") from None
+        got = await p.batcher.submit_many(list(jobs))
+        self.stats.items += len(jobs)
+        return got
 
     def pools(self) -> list[str]:
         return list(self._pools)

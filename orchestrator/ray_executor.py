@@ -37,7 +37,7 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -319,32 +319,21 @@ def fit_cpus(asked: float, replicas: int, total: float, available: float) -> flo
 
 
 class PoolActor:
-    """The body of a pool's Ray actor: builds the worker once, answers batches.
+    """The body of a pool's Ray actor: builds the worker once, answers each batch it is handed.
 
-    Concurrent ``solve`` calls are merged by an in-actor batcher, and one thread runs the
-    worker, so a forward pass never blocks the actor's event loop."""
+    Batching happens once, in the driver's router (:class:`~orchestrator.batching.Batcher`);
+    the actor runs every batch as it comes, on one thread, so a forward pass never blocks the
+    actor's event loop and the next batch can arrive (and be unpickled) while one runs."""
 
     def __init__(self, factory: Callable[[], Worker], max_batch: int, max_wait_ms: float) -> None:
         self.device, self.note = _pick_device()
         self.worker = factory()
         self.worker.setup(self.device)
         self._thread = ThreadPoolExecutor(max_workers=1)
-        self._max_batch = max_batch
-        self._max_wait_ms = max_wait_ms
-        self._batcher: Batcher[Job, Attempt] | None = None
-
-    async def _run(self, jobs: list[Job]) -> list[Attempt]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, run_worker_batch, self.worker, jobs)
 
     async def solve(self, jobs: list[Job]) -> list[Attempt]:
-        if self._batcher is None:
-            self._batcher = Batcher(self._run, max_batch=self._max_batch, max_wait_ms=self._max_wait_ms)
-        got = await asyncio.gather(*(self._batcher.submit(j) for j in jobs), return_exceptions=True)
-        for g in got:
-            if isinstance(g, BaseException):
-                raise g
-        return list(got)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, run_worker_batch, self.worker, jobs)
 
     def info(self) -> dict[str, Any]:
         import ray
@@ -520,6 +509,7 @@ class RayExecutor(Executor):
             max_batch=opts.max_batch,
             max_wait_ms=opts.max_wait_ms,
             concurrency=max(1, opts.replicas) * max(1, opts.max_concurrency),
+            spread=max(1, opts.replicas),
         )
         self._pools[spec.name] = pool
 
@@ -547,6 +537,17 @@ class RayExecutor(Executor):
             raise ConfigError(f"no pool named {pool!r}; call ensure_pool first")
         self.stats.items += 1
         return attempt
+
+    async def submit_many(self, pool: str, jobs: Sequence[Job]) -> list[Attempt | BaseException]:
+        if pool in self._local:
+            batcher = self._local[pool].batcher
+        elif pool in self._pools and self._pools[pool].batcher is not None:
+            batcher = self._pools[pool].batcher
+        else:
+            raise ConfigError(f"no pool named {pool!r}; call ensure_pool first")
+        got = await batcher.submit_many(list(jobs))
+        self.stats.items += len(jobs)
+        return got
 
     async def _dispatch(self, pool: _RayPool, jobs: list[Job]) -> list[Attempt]:
         """Send a batch to the least busy actor; re-send it (tenacity: at most ``max_resends``
