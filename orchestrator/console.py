@@ -66,13 +66,27 @@ def _derived_reason(step: StepResult, tier: str) -> str:
     return f"best confidence {best:.2f} under the step's threshold"
 
 
+def _rungs(step: StepResult) -> list[str]:
+    """The rungs a step stood on, in order: each tier it tried, except that the tiers it
+    compared under ``select="best_score"`` (``step.compared``: run together) are one rung,
+    shown as ``cfc + classical``."""
+    rungs: list[str] = []
+    for t in step.tiers_tried:
+        if rungs and t in step.compared and rungs[-1].split(" + ")[-1] in step.compared:
+            rungs[-1] = f"{rungs[-1]} + {t}"
+        else:
+            rungs.append(t)
+    return rungs
+
+
 def escalations_of(report: RunReport, reasons: Mapping[tuple[str, str], str] | None = None) -> list[Escalation]:
     """Every climb in ``report`` (plan order), with the run loop's reason when ``reasons``
     (``(step_id, to_tier) -> reason``, from the run's escalation events) has it."""
     out: list[Escalation] = []
     for s in report.steps:
-        for a, b in zip(s.tiers_tried, s.tiers_tried[1:], strict=False):
-            why = (reasons or {}).get((s.step_id, b)) or _derived_reason(s, a)
+        rungs = _rungs(s)
+        for a, b in zip(rungs, rungs[1:], strict=False):
+            why = (reasons or {}).get((s.step_id, b)) or _derived_reason(s, a.split(" + ")[0])
             out.append(Escalation(s.step_id, a, b, why))
     return out
 
@@ -80,7 +94,7 @@ def escalations_of(report: RunReport, reasons: Mapping[tuple[str, str], str] | N
 def totals_lines(report: RunReport) -> list[str]:
     """The totals, one concern per line; each name means one thing."""
     t = report.totals
-    events = sum(max(0, len(s.tiers_tried) - 1) for s in report.steps)
+    events = sum(max(0, len(_rungs(s)) - 1) for s in report.steps)
     lines = [
         f"status: {report.status}" + (f" (stopped by budget {report.stopped_by})" if report.stopped_by else ""),
         f"steps: {t.steps}  verified: {t.verified}  accepted: {t.accepted}  failed: {t.failed}  skipped: {t.skipped}"
@@ -110,7 +124,7 @@ def _plan_table(report: RunReport) -> Table:
         for col in ("step", "skill", "tiers tried", "settled by", "status"):
             table.add_column(col)
         for s in report.steps:
-            table.add_row(s.step_id, s.skill, " -> ".join(s.tiers_tried) or "-", s.tier or "-", s.status + (" (resumed)" if s.resumed else ""))
+            table.add_row(s.step_id, s.skill, " -> ".join(_rungs(s)) or "-", s.tier or "-", s.status + (" (resumed)" if s.resumed else ""))
         return table
     for col in ("steps", "skill", "settled by (steps)", "status (steps)"):
         table.add_column(col)

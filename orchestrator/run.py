@@ -386,8 +386,7 @@ class PlanRun:
         if chosen is None:
             return _why_climb(trials, None, step.strategy.threshold, True)
         res.status, res.output, res.tier = "verified", chosen.attempt.output, chosen.attempt.tier
-        res.escalated = best_scored(per_tier[0], lower_is_better=lower) is None  # the first tier gave no verified answer
-        return None
+        return None  # the two tiers are one rung: settling on either is not an escalation
 
     async def _attempt_tier(
         self, step: Step, skill: Skill, tier: Tier, inp: BaseModel, verifier: Verifier | None, res: StepResult

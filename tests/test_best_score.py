@@ -118,15 +118,24 @@ def test_best_score_among_particles_of_one_tier() -> None:
     assert step.compared == {"tiny": pytest.approx(0.2), "tool": pytest.approx(1.8)}
 
 
-def test_when_only_the_fallback_verifies_the_step_counts_as_escalated() -> None:
+def test_when_only_the_fallback_verifies_it_settles_on_the_same_rung() -> None:
     step = _run(_fleet(ErrorVerifier()), {"target": 7.0, "limit": 1.0}, Strategy(select="best_score"))
-    assert step.tier == "tool" and step.escalated and step.compared == {"tiny": None, "tool": 0.0}
+    assert step.tier == "tool" and not step.escalated and step.compared == {"tiny": None, "tool": 0.0}
+    assert step.trials[0].verdict is not None and not step.trials[0].verdict.ok  # the tiny answer is kept, rejected
 
 
 def test_when_neither_verifies_the_step_climbs_the_tiers_in_between() -> None:
+    from orchestrator.console import escalations_of, totals_lines
+    from tinyfleet_core.models import RunReport
+
     step = _run(_fleet(ErrorVerifier()), {"target": 5.2, "limit": 0.5}, Strategy(select="best_score"))
     assert step.tiers_tried == ["tiny", "tool", "mid"] and step.tier == "mid" and step.escalated
     assert step.compared == {"tiny": None, "tool": None}
+    # the run's story: one climb, from the compared rung to mid
+    report = RunReport(task_id="t", status="succeeded", steps=[step])
+    (climb,) = escalations_of(report)
+    assert (climb.from_tier, climb.to_tier) == ("tiny + tool", "mid") and "rejected" in climb.reason
+    assert any("escalation events: 1" in line for line in totals_lines(report))
     nothing = _run(_fleet(ErrorVerifier()), {"target": 100.0, "limit": 0.5}, Strategy(select="best_score"))
     assert nothing.status == "failed" and nothing.tiers_tried == ["tiny", "tool", "mid"]  # the tool is not run twice
 
