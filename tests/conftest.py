@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Versions that `tinyfleet learn` promotes are served to every later run of the user
+# (~/.local/share/tinyfleet/learned): the tests, their subprocesses and their Ray workers keep
+# theirs in a directory of the session's own, so no test changes what another one serves.
+os.environ.setdefault("TINYFLEET_LEARNED_DIR", tempfile.mkdtemp(prefix="tinyfleet-tests-learned-"))
 
 
 def _paths() -> list[str]:

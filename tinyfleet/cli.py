@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", choices=["ladder", "tiny_only", "final_only"], default=None, help="default: TINYFLEET_POLICY, else ladder")
     r.add_argument("--particles", type=_positive_int, default=None, help="particles per step, 1 or more (overrides the plan)")
     r.add_argument("--json", action="store_true", help="print only the RunReport as JSON")
+    r.add_argument("--learn", action="store_true", help="learn from this run's escalations (docs/learning.md)")
     r.add_argument("--view", action="store_true", help="serve the run viewer on 127.0.0.1 and print its address; the page follows the run")
     r.add_argument("--seed", type=int, default=None, help="seed of small-LLM particles (default: drawn per run)")
     r.add_argument("--no-served", dest="served", action="store_false",
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("calibrate", add_help=False,
                    help="fit a checkpoint's halting and confidence on held-out items (tinyfleet calibrate --help)")
+    sub.add_parser("learn", add_help=False,
+                   help="fine-tune a served tiny model on its lessons, behind a gate (tinyfleet learn --help)")
 
     e = sub.add_parser("eval", help="evaluate a bundled or given checkpoint")
     e.add_argument("--skill", required=True)
@@ -207,7 +210,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.task is None and args.resume is None:
         raise _UsageError("run needs a TASK.json file or --resume JOURNAL")
     task = load_task(args.task) if args.task else None
-    if args.view:  # the page follows this process's fleet (a served fleet's events stay in its own process)
+    if args.view or args.learn:  # the page and the learner follow this process's fleet, not a served one
         args.served = False
     config = FleetConfig.load(executor=args.executor, address=args.address, planner=args.planner, policy=args.policy)
     socket_path = _served_socket(args, config)
@@ -225,6 +228,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     fleet = _make_fleet(args, args.planner)
     if args.view:
         fleet.serve_view()
+    if args.learn:
+        from orchestrator.learning import OnlineLearner
+
+        fleet.learner = OnlineLearner()
     if args.particles is not None:
         from planners.rules import RulePlanner
 
@@ -240,6 +247,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     hook = None if args.json else Progress()
     report = asyncio.run(interruptible(_run_with_progress(fleet, hook, task=task, journal=journal, resume=args.resume)))
     _print_report(report, args.json, hook, task)
+    if fleet.learner is not None:
+        print(fleet.learner.status(timeout_s=900, drain=True), file=sys.stderr)
     _keep_view_up(fleet)
     return 0 if report.status == "succeeded" else 1
 
@@ -393,15 +402,23 @@ _COMMANDS = {
 }
 
 
+# commands whose parser and body live with their code: ``tinyfleet NAME --help`` is theirs
+_DELEGATED = {
+    "calibrate": "workers.training.calibrate",
+    "learn": "workers.training.learn",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
     def command() -> int:
         given = sys.argv[1:] if argv is None else list(argv)
-        if given[:1] == ["calibrate"]:  # its options live with the calibration code (torch-heavy)
-            from workers.training.calibrate import main as calibrate_main
+        if given[:1] and given[0] in _DELEGATED:  # their options live with their (torch-heavy) code
+            import importlib
 
-            return int(calibrate_main(given[1:]))
+            delegate: Any = importlib.import_module(_DELEGATED[given[0]]).main
+            return int(delegate(given[1:]))
         args = build_parser().parse_args(argv)
         return _COMMANDS[args.command](args)
 

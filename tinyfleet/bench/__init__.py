@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "particles": ".particles",
     "verify": ".verify",
     "startup": ".startup",
+    "learning": ".learning",
 }
 
 
