@@ -26,7 +26,7 @@ from tinyfleet_core.models import Attempt
 from workers.base import Job, Worker
 from workers.kits import maze, sudoku
 from workers.models.hrm import HRM
-from workers.models.trm import TRM, run_recursive
+from workers.models.trm import TRM, Inference, RecursiveModel, run_recursive
 from workers.serving.calibration import Calibration
 from workers.serving.learned import BUNDLED, PointerWatch, resolve
 from workers.serving.neural_checkpoints import (
@@ -67,6 +67,7 @@ from workers.serving.neural_encoding import (
     sub_model,
     sudoku_tokens,
 )
+from workers.serving.serving_tune import ServingProfile, chunk_spans
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -102,12 +103,31 @@ __all__ = [
     "maze_labels",
     "maze_seq_len",
     "maze_tokens",
+    "run_rows",
     "save_checkpoint",
     "served_sizes",
     "set_torch_threads",
     "sudoku_tokens",
 ]
 
+
+
+# --------------------------------------------------------------------------------------- #
+# the served forward pass (the workers and workers.training.tune_serving run this one)
+
+
+def run_rows(model: RecursiveModel, tokens: torch.Tensor, caps: torch.Tensor, cal: Calibration | None) -> Inference:
+    """One forward pass over a batch as the workers serve it: halting on, per-row step caps;
+    a checkpoint with a calibration halts a row once its calibrated confidence reaches the
+    card's threshold and reports that confidence, one without halts as the model says."""
+    if cal is None:
+        return run_recursive(model, tokens, caps, halt=True)
+    apply = cal.apply
+
+    def calibrate(h: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(apply(h.float().cpu().numpy())).float().to(h.device)
+
+    return run_recursive(model, tokens, caps, halt=True, calibrate=calibrate, halt_threshold=cal.threshold)
 
 
 # --------------------------------------------------------------------------------------- #
@@ -122,8 +142,9 @@ class _RecursiveWorker(Worker):
     stochastic = True
     checkpoint_dir: Path | None = None
 
-    def __init__(self, learned_dir: str | Path | None = None) -> None:
+    def __init__(self, learned_dir: str | Path | None = None, *, use_serving: bool = True) -> None:
         self.learned_dir = learned_dir  # None: workers.serving.learned.learned_dir() in this process
+        self.use_serving = use_serving  # False: ignore cards' "serving" batch (one pass per group, as before)
 
     def setup(self, device: str = "cpu") -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -145,9 +166,11 @@ class _RecursiveWorker(Worker):
             path = checkpoint_path(self.skill, self.model_kind, frame, self.checkpoint_dir, frame=True)
             self.models[-frame] = load_checkpoint(path, device)
         self.calibrations: dict[int, Calibration | None] = {}  # a bad block fails here, not at the first batch
+        self.serving: dict[int, ServingProfile | None] = {}  # the card's measured best batch (serving_tune)
         for key, (_, card) in self.models.items():
             path = checkpoint_path(self.skill, self.model_kind, abs(key), self.checkpoint_dir, frame=key < 0)
             self.calibrations[key] = Calibration.from_card(card, f"model card of {path.stem}")
+            self.serving[key] = ServingProfile.from_card(card, f"model card {path.with_suffix('.json')}")
         if not self.models:
             where = self.checkpoint_dir or CHECKPOINT_DIR
             bundled = available_sizes(self.skill, self.model_kind, self.checkpoint_dir)
@@ -173,10 +196,12 @@ class _RecursiveWorker(Worker):
             try:
                 model, card = load_checkpoint(path, self.device)
                 cal = Calibration.from_card(card, f"model card of {path.stem}")
+                prof = ServingProfile.from_card(card, f"model card {path.with_suffix('.json')}")
             except ConfigError as e:
                 warnings.warn(f"worker {self.name!r} keeps {stem}@{self.versions[size]}: {e}", stacklevel=2)
                 continue
             self.models[size], self.calibrations[size], self.versions[size] = (model, card), cal, version
+            self.serving[size] = prof
 
     def _version(self, key: int) -> str:
         """``<stem>@<version>`` of the checkpoint that answers for models key ``key``."""
@@ -190,23 +215,19 @@ class _RecursiveWorker(Worker):
         return max(1, min(default, job.max_depth)) if job.max_depth else default
 
     def _run(self, size: int, tokens: np.ndarray, caps: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: predicted classes, confidence and steps. A card with a "calibration"
-        (workers.serving.calibration) halts a row once its calibrated confidence reaches the
-        card's threshold and reports that confidence; a card without one, as the model says."""
-        model, card = self.models[size]
+        """Per row: predicted classes, confidence and steps (:func:`run_rows`: halting on, and
+        calibrated when the card has a "calibration"). A card with a "serving" profile
+        (workers.serving.serving_tune) runs the rows in chunks of its measured best batch, so a
+        pool handed 256 rows runs at that batch's items per CPU-second; without one, the rows
+        run as one batch."""
+        model, _ = self.models[size]
         t = torch.from_numpy(tokens).to(self.device)
         cap = torch.tensor(caps, dtype=torch.long)
         cal = self.calibrations.get(size)  # parsed and checked once, at setup
-        if cal is None:
-            res = run_recursive(model, t, cap, halt=True)
-        else:
-            apply = cal.apply
-
-            def calibrate(h: torch.Tensor) -> torch.Tensor:
-                return torch.from_numpy(apply(h.float().cpu().numpy())).float().to(h.device)
-
-            res = run_recursive(model, t, cap, halt=True, calibrate=calibrate, halt_threshold=cal.threshold)
-        return res.pred.cpu().numpy(), res.confidence.cpu().numpy(), res.steps.cpu().numpy()
+        prof = self.serving.get(size) if getattr(self, "use_serving", True) else None
+        parts = [run_rows(model, t[a:b], cap[a:b], cal) for a, b in chunk_spans(len(t), prof.best_batch if prof else None)]
+        pred, conf, steps = (torch.cat([getattr(r, f) for r in parts]).cpu().numpy() for f in ("pred", "confidence", "steps"))
+        return pred, conf, steps
 
 
 class _SudokuWorker(_RecursiveWorker):
@@ -282,6 +303,7 @@ class _MazeWorker(_RecursiveWorker):
                     if side != frame:
                         self.models[sub_key] = (sub_model(model, frame, side), card)
                         self.calibrations[sub_key] = self.calibrations[key]
+                        self.serving[sub_key] = self.serving[key]
 
     @staticmethod
     def _key(frame: int, side: int) -> int:
