@@ -256,6 +256,7 @@ class _SudokuWorker(_RecursiveWorker):
             tokens = sudoku_tokens([views[k][0] for k in idx])
             pred, conf, steps = self._run(n, tokens, [self._cap(jobs[k], card) for k in idx])
             dt = prep + (time.perf_counter() - g0) / len(idx)  # each group pays its own forward passes
+            served_by = self._version(n)  # once per group, not per row
             for row, k in enumerate(idx):
                 seen, tf = views[k]
                 grid = [[int(pred[row, r * n + c]) + 1 for c in range(n)] for r in range(n)]
@@ -268,7 +269,7 @@ class _SudokuWorker(_RecursiveWorker):
                     seconds=dt,
                     recursion_steps=int(steps[row]),
                     size=n,
-                    checkpoint=self._version(n),
+                    checkpoint=served_by,
                 )
         return [a for a in out if a is not None]
 
@@ -358,6 +359,7 @@ class _MazeWorker(_RecursiveWorker):
             tokens = frame_tokens(seen_grids, side) if key < 0 else maze_tokens(seen_grids)
             pred, conf, steps = self._run(key, tokens, [self._cap(jobs[k], card) for k in idx])
             dt = prep + (time.perf_counter() - g0) / len(idx)  # each group pays its own forward passes
+            served_by = self._version(key)  # once per group, not per row
             for row, k in enumerate(idx):
                 seen, off, tf = views[k]
                 marks = frame_marks(pred[row], len(seen), len(seen[0]), side) if key < 0 else pred[row]
@@ -365,7 +367,7 @@ class _MazeWorker(_RecursiveWorker):
                 if path is None:
                     out[k] = self.attempt(
                         None, 0.0, job=jobs[k], seconds=dt, recursion_steps=int(steps[row]),
-                        error="predicted cells do not connect S to G", checkpoint=self._version(key),
+                        error="predicted cells do not connect S to G", checkpoint=served_by,
                     )
                     continue
                 grid = jobs[k].input.grid  # type: ignore[attr-defined]
@@ -378,7 +380,7 @@ class _MazeWorker(_RecursiveWorker):
                     seconds=dt,
                     recursion_steps=int(steps[row]),
                     size=max(shape),
-                    checkpoint=self._version(key),
+                    checkpoint=served_by,
                     **({"frame": card["frame"], "sub_frame": side} if key < 0 else {}),
                 )
         return [a for a in out if a is not None]

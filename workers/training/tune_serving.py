@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = checkpoint_path(args.skill, args.model, args.size, args.out)
     else:
         raise InputError("name a checkpoint: --checkpoint PATH, or --skill, --model and --size (and --out)")
-    prog = "tinyfleet tune-serving" if Path(sys.argv[0]).name == "tinyfleet" else "python -m workers.training.tune_serving"
+    prog = "python -m workers.training.tune_serving" if argv is None else "tinyfleet tune-serving"  # the CLI passes argv
     command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
     prof = tune_checkpoint(path, n=args.n, rounds=args.rounds, seed=args.seed, batches=batches,
                            tolerance=args.tolerance, compare=args.compare, command=command)
