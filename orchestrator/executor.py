@@ -106,6 +106,11 @@ class Executor(ABC):
         so a bad address fails at once. The local executor has nothing to connect to."""
         return None
 
+    def lost_nodes_since(self, t0: float) -> list[str]:
+        """Cluster nodes that hosted this executor's pools and were lost at or after ``t0``
+        (``time.monotonic()``); an executor without nodes loses none."""
+        return []
+
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with every :class:`ExecutorEvent` (pool start-up, Ray connection)."""
         self.listeners.append(listener)

@@ -28,6 +28,7 @@ Starting or attaching to Ray (addresses, the local ``ray start`` head, tokens, s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -177,6 +178,11 @@ class RayExecutor(Executor):
         self._pools: dict[str, _RayPool] = {}
         self._local: dict[str, _LocalPool] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
+        self.lost_nodes: list[str] = []
+        """Ray node ids that hosted this executor's pool actors and were lost (in loss order)."""
+        self._lost_pools: dict[str, str] = {}  # pool -> why its steps climb past it (no node of its type left)
+        self._node_watch: asyncio.Task[None] | None = None
+        self._lost_at: dict[str, float] = {}  # node id -> when its loss was seen (time.monotonic())
 
     # ------------------------------------------------------------------ pools
 
@@ -194,6 +200,8 @@ class RayExecutor(Executor):
         self._notify("connected", connection_text(), seconds=time.monotonic() - t0)
 
     async def ensure_pool(self, spec: PoolSpec) -> None:
+        if spec.name in self._lost_pools:
+            raise WorkerUnavailable(self._lost_pools[spec.name])
         if spec.name in self._pools or spec.name in self._local:
             return
         if spec.name in self._starting:
@@ -278,6 +286,8 @@ class RayExecutor(Executor):
             _warn_once(f"note:{note}", str(note))
         pool = _RayPool(spec, opts, [_ActorSlot(h, asyncio.Semaphore(max(1, opts.max_concurrency))) for h in handles], info=info)
         async def run_batch(jobs: list[Job], p: _RayPool = pool) -> list[Attempt]:
+            if p.spec.name in self._lost_pools:  # no node of its type is left: climb past at once
+                raise WorkerUnavailable(self._lost_pools[p.spec.name])
             return await self._dispatch(p, jobs)
 
         pool.batcher = Batcher(
@@ -288,6 +298,71 @@ class RayExecutor(Executor):
             spread=max(1, opts.replicas),
         )
         self._pools[spec.name] = pool
+        if not started_locally() and (self._node_watch is None or self._node_watch.done()):
+            self._node_watch = asyncio.ensure_future(self._watch_nodes())
+
+    # ------------------------------------------------------------------ lost nodes
+
+    async def _watch_nodes(self) -> None:
+        """Every :data:`NODE_POLL_S`, look for nodes of the cluster that died while they hosted
+        pool actors (:meth:`_node_lost`). Runs while the executor has Ray pools."""
+        import ray
+
+        while self._pools and ray.is_initialized():
+            await asyncio.sleep(NODE_POLL_S)
+            try:
+                nodes = await asyncio.to_thread(ray.nodes)
+            except (ray.exceptions.RayError, ConnectionError) as e:  # the GCS is restarting: ask again
+                log.info("node watch: %s", _ray_message(e))
+                continue
+            alive = {n["NodeID"]: n.get("Resources", {}) for n in nodes if n.get("Alive")}
+            hosted = {i.get("node") for p in self._pools.values() for i in p.info}
+            for node_id in sorted(hosted - set(alive) - {None} - set(self.lost_nodes)):
+                self._node_lost(str(node_id), alive)
+
+    def _node_lost(self, node_id: str, alive: dict[str, dict[str, float]]) -> None:
+        """A node that hosted pool actors is gone. Ray restarts those actors on another node of
+        the same type (``max_restarts``) and the batches they held are re-sent; their new place
+        is read back in the background. A pool that no live node can host (the last node of its
+        type was lost) is given up: its actors there are killed (so no call waits on a restart
+        that cannot be placed) and every later batch for it fails at once with
+        WorkerUnavailable, so its steps climb past the tier with that reason."""
+        import ray
+
+        self.lost_nodes.append(node_id)
+        self._lost_at[node_id] = time.monotonic()
+        log.warning("Ray node %s was lost; its pool actors restart elsewhere or their tier is climbed past", node_id[:12])
+        for name, pool in list(self._pools.items()):
+            on_it = [a for a, i in zip(pool.actors, pool.info, strict=False) if i.get("node") == node_id]
+            if not on_it:
+                continue
+            if any(_can_host(pool.options, res) for res in alive.values()):
+                asyncio.ensure_future(self._refresh_pool(pool))
+                continue
+            self._lost_pools[name] = (
+                f"pool {name!r} lost its node {node_id[:12]} and no live node of the cluster has what it asks "
+                f"(num_gpus={pool.options.num_gpus}, resources={dict(pool.options.resources)}); its tier is climbed past"
+            )
+            for a in on_it:
+                with contextlib.suppress(ray.exceptions.RayError):
+                    ray.kill(a.handle, no_restart=True)
+
+    def lost_nodes_since(self, t0: float) -> list[str]:
+        return [n for n in self.lost_nodes if self._lost_at.get(n, 0.0) >= t0]
+
+    async def _refresh_pool(self, pool: _RayPool) -> None:
+        """Read back where each actor of ``pool`` runs now (after a restart elsewhere)."""
+        import ray
+
+        try:
+            pool.info = list(await asyncio.wait_for(asyncio.gather(*(a.handle.info.remote() for a in pool.actors)), self.place_timeout_s))
+        except (TimeoutError, ray.exceptions.RayError) as e:
+            log.info("pool %s: placement not read back: %s", pool.spec.name, _ray_message(e))
+
+    async def refresh_placement(self) -> None:
+        """Read back where every pool's actors run now (``pool_info`` is as of their start, or
+        of the last node loss)."""
+        await asyncio.gather(*(self._refresh_pool(p) for n, p in self._pools.items() if n not in self._lost_pools))
 
     def pools(self) -> list[str]:
         return [*self._pools, *self._local]
@@ -391,6 +466,11 @@ class RayExecutor(Executor):
         import ray
 
         await self._stop_warming()
+        if self._node_watch is not None:
+            self._node_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._node_watch
+            self._node_watch = None
         for p in self._local.values():
             await p.batcher.aclose()
             p.thread.shutdown(wait=False, cancel_futures=True)
@@ -405,6 +485,16 @@ class RayExecutor(Executor):
                     except ray.exceptions.RayError:  # already gone
                         pass
         self._pools.clear()
+
+
+NODE_POLL_S = 1.0
+"""How often an executor attached to a cluster looks for lost nodes (one ``ray.nodes()`` call)."""
+
+
+def _can_host(opts: PoolOptions, resources: dict[str, float]) -> bool:
+    """Whether a node with these total resources can host one actor of a pool placed with ``opts``."""
+    asks = {**opts.resources, **({"GPU": opts.num_gpus} if opts.num_gpus > 0 else {}), **({"CPU": opts.num_cpus} if opts.num_cpus > 0 else {})}
+    return all(resources.get(k, 0.0) >= v for k, v in asks.items())
 
 
 class _ActorGone(Exception):

@@ -278,6 +278,7 @@ class PlanRun:
             planner=self.fleet.planner.name,
             executor=self.fleet.executor.name,
             journal=str(self.journal.path) if self.journal else None,
+            lost_nodes=self.fleet.executor.lost_nodes_since(time.monotonic() - wall),
         )
 
     # ------------------------------------------------------------------ one step

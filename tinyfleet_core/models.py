@@ -319,6 +319,9 @@ class RunReport(_Strict):
     planner: str = Field(default="", description="the planner's name")
     executor: str = Field(default="", description="ray or local")
     journal: str | None = Field(default=None, description="the journal file, when there is one")
+    lost_nodes: list[str] = Field(
+        default_factory=list, description="Ray nodes (ids) that hosted this run's pools and were lost while it ran"
+    )
 
 
 class Event(_Strict):

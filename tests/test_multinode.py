@@ -1,0 +1,244 @@
+"""A real multi-node Ray cluster on this machine under faults (issue 18): a head with no CPUs
+and worker nodes of the two types of ``ray_cluster.yaml`` (``cpu_worker``: ``cpu_node``;
+``gpu_worker``: ``gpu_node``), each a ``ray start`` process of its own (tests/cluster_nodes.py).
+
+- pools land on the node types they ask for (``PoolOptions.resources``), read back from the
+  actors themselves (``RayExecutor.pool_info``);
+- a ``cpu_worker`` node lost in the middle of a 2,000-step mixed run (its raylet SIGKILLed):
+  every step verified, each answered once (one journal entry per step), the re-sends counted
+  and the lost node named in the report, the pools back on the other ``cpu_worker`` node;
+- the only ``gpu_worker`` node, host of the maze heuristic pool, lost while that pool is busy:
+  its steps climb past the tier with the reason and still end verified;
+- the driver of a ``ray job submit`` run killed mid-run: the run re-submitted with ``--resume``
+  on the same journal re-runs no verified step.
+
+The drivers run in subprocesses (the pytest process holds its own Ray session). Wall times are
+printed (``-s``), never asserted. The cluster is stopped at the end by killing the process
+groups it started, never with ``ray stop``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_nodes import HERE, RAY, ROOT, LocalCluster, _pgid_members
+
+from workers.kits import sudoku
+
+pytestmark = pytest.mark.slow
+
+DRIVER = str(HERE / "cluster_nodes.py")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    c = LocalCluster(dashboard=True)
+    try:
+        c.start_head()
+        c.add_nodes([("cpu-a", "cpu_worker"), ("cpu-b", "cpu_worker"), ("gpu-a", "gpu_worker")])
+        yield c
+    finally:
+        c.stop()
+
+
+def _journal_rows(path: Path) -> int:
+    try:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM steps").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def _journal_ids(path: Path) -> Counter[str]:
+    with sqlite3.connect(path) as db:
+        return Counter(r[0] for r in db.execute("SELECT step_id FROM steps"))
+
+
+class Driver:
+    """A fault-run driver (tests/cluster_nodes.py) in a subprocess, attached to ``cluster``."""
+
+    def __init__(self, cluster: LocalCluster, tmp: Path, name: str, sudoku_n: int, maze_n: int) -> None:
+        self.journal, self.out = tmp / f"{name}.sqlite", tmp / f"{name}.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, DRIVER, "--address", cluster.address, "--sudoku", str(sudoku_n), "--maze", str(maze_n),
+             "--journal", str(self.journal), "--out", str(self.out), "--task-id", name],
+            env=cluster.env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        first = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not first:
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"the driver ended before placing its pools: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
+        got = json.loads(first)
+        self.placed: dict[str, list[str]] = got["placed"]
+        self.node_ids: dict[str, str] = got["nodes"]
+
+    def wait_rows(self, n: int, timeout: float = 180) -> int:
+        deadline = time.monotonic() + timeout
+        while (rows := _journal_rows(self.journal)) < n:
+            assert self.proc.poll() is None, f"the driver ended early: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}"
+            assert time.monotonic() < deadline, f"only {rows} steps in the journal after {timeout} s"
+            time.sleep(0.05)
+        return rows
+
+    def result(self, timeout: float = 300) -> dict[str, Any]:
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"the driver did not finish within {timeout} s: {err[-3000:]}") from None
+        assert self.proc.returncode == 0, err[-4000:]
+        return json.loads(self.out.read_text())
+
+
+def _settled_once(got: dict[str, Any], journal: Path, steps: int) -> dict[str, Any]:
+    """Every step verified or failed with a stated reason, each in the journal exactly once."""
+    report = got["report"]
+    assert len(report["steps"]) == steps
+    for s in report["steps"]:
+        assert s["status"] == "verified" or s["error"], s["step_id"]
+        assert len(s["tiers_tried"]) == len(set(s["tiers_tried"]))  # no tier answered a step twice
+    ids = _journal_ids(journal)
+    assert len(ids) == steps and set(ids.values()) == {1}, ids.most_common(3)
+    return report
+
+
+def test_pools_land_on_their_node_types_and_a_lost_cpu_node_loses_no_step(cluster: LocalCluster, tmp_path: Path) -> None:
+    n_sudoku, n_maze = 1000, 1000
+    base = Driver(cluster, tmp_path, "base", n_sudoku, n_maze)
+    kinds = {name: node.kind for name, node in cluster.nodes.items()}
+    assert {kinds[n] for n in base.placed["mn.maze.greedy"]} == {"gpu_worker"}
+    for pool in ("mn.sudoku.propagate", "sudoku.exact", "maze.bfs"):
+        assert {kinds[n] for n in base.placed[pool]} == {"cpu_worker"}, (pool, base.placed)
+    quiet = base.result()
+    report = _settled_once(quiet, base.journal, n_sudoku + n_maze)
+    assert report["status"] == "succeeded" and report["totals"]["verified"] == n_sudoku + n_maze
+    assert report["lost_nodes"] == [] and report["totals"]["resends"] == 0
+
+    run = Driver(cluster, tmp_path, "lost-cpu", n_sudoku, n_maze)
+    victim = run.placed["mn.sudoku.propagate"][0]
+    at = run.wait_rows(400)
+    cluster.nodes[victim].kill()
+    got = run.result()
+    report = _settled_once(got, run.journal, n_sudoku + n_maze)
+    assert report["status"] == "succeeded", report["error"]
+    assert report["totals"]["verified"] == n_sudoku + n_maze
+    assert report["totals"]["resends"] >= 1  # the batches the lost node held were sent again
+    assert report["lost_nodes"] == [run.node_ids[victim]]
+    (survivor,) = {n for n, k in kinds.items() if k == "cpu_worker"} - {victim}
+    for pool in ("mn.sudoku.propagate", "sudoku.exact", "maze.bfs"):
+        assert set(got["placed_after"][pool]) == {survivor}, got["placed_after"]  # restarted on the other cpu_worker
+    print(f"\nnode loss: {n_sudoku + n_maze} steps, {victim} killed after {at} settled; "
+          f"wall {quiet['wall_s']:.1f} s without the fault, {got['wall_s']:.1f} s with it "
+          f"({got['wall_s'] / quiet['wall_s']:.2f}x); re-sends {report['totals']['resends']}")
+
+
+def test_losing_the_last_gpu_node_while_its_pool_is_busy_climbs_past_with_a_reason(cluster: LocalCluster, tmp_path: Path) -> None:
+    n_sudoku, n_maze = 200, 800
+    run = Driver(cluster, tmp_path, "lost-gpu", n_sudoku, n_maze)
+    (victim,) = set(run.placed["mn.maze.greedy"])
+    assert cluster.nodes[victim].kind == "gpu_worker"
+    at = run.wait_rows(200)  # the greedy pool's queue still holds hundreds of maze jobs
+    cluster.nodes[victim].kill()
+    got = run.result()
+    report = _settled_once(got, run.journal, n_sudoku + n_maze)
+    assert report["status"] == "succeeded", report["error"]
+    assert report["totals"]["verified"] == n_sudoku + n_maze  # the exact tier (bfs, on cpu_worker) answered
+    assert report["lost_nodes"] == [run.node_ids[victim]]
+    climbed = [s for s in report["steps"] if s["skill"] == "maze.route" and s["tiers_tried"] == ["greedy", "bfs"]
+               and any("lost its node" in (t["attempt"]["error"] or "") for t in s["trials"])]
+    assert len(climbed) >= n_maze // 4, len(climbed)
+    assert all(s["tier"] == "bfs" for s in climbed)
+    print(f"\npool-node loss: {n_sudoku + n_maze} steps, {victim} killed after {at} settled; "
+          f"{len(climbed)} maze steps climbed past 'greedy' with the reason; wall {got['wall_s']:.1f} s")
+
+
+# ------------------------------------------------------------------------------- driver loss
+
+
+def _submit(cluster: LocalCluster, *entrypoint: str, wait: bool) -> subprocess.CompletedProcess[str]:
+    """``ray job submit`` to the head's job server, retried while it is still coming up."""
+    deadline = time.monotonic() + 120
+    while True:
+        out = subprocess.run(
+            [RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard_port}", *([] if wait else ["--no-wait"]),
+             "--", *entrypoint],
+            env=cluster.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        said = out.stdout + out.stderr
+        starting = ("Connection refused", "Failed to connect", "No available agent", "try again later", "Max retries exceeded")
+        if out.returncode == 0 or not any(s in said for s in starting) or time.monotonic() > deadline:
+            return out
+        time.sleep(2)
+
+
+def _driver_pid(marker: str) -> int | None:
+    """The job's driver: the process whose command line runs the orchestrator with ``marker``."""
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"orchestrator" in argv and marker.encode() in argv:
+                return int(d)
+    return None
+
+
+def test_driver_killed_then_resumed_reruns_no_verified_step(cluster: LocalCluster, tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(3)
+    n = 2000
+    task = tmp_path / "long.json"
+    task.write_text(json.dumps({"id": "driver-loss", "skill": "sudoku.solve",
+                                "inputs": {"items": [{"puzzle": sudoku.generate(6, rng)[0]} for _ in range(n)]}}))
+    journal = tmp_path / "driver-loss.sqlite"  # on the head's disk: where the next driver runs
+    run = ["python", "-m", "orchestrator", "run", "--policy", "final_only", "--no-served", "--json"]
+    first = _submit(cluster, *run, str(task), "--journal", str(journal), wait=False)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    deadline = time.monotonic() + 240
+    while _journal_rows(journal) < 300:
+        assert time.monotonic() < deadline, "the job's driver did not settle 300 steps in 240 s"
+        time.sleep(0.05)
+    pid = _driver_pid(str(journal))
+    assert pid is not None, "the job's driver process was not found"
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1.0)
+    before = _journal_ids(journal)
+    assert 300 <= len(before) < n, len(before)  # killed in the middle of the run
+
+    second = _submit(cluster, *run, "--resume", str(journal), wait=True)
+    said = second.stdout + second.stderr
+    assert second.returncode == 0, said[-4000:]
+    report = json.loads(second.stdout[second.stdout.index("{"): second.stdout.rindex("}") + 1])
+    assert report["status"] == "succeeded" and report["totals"]["verified"] == n
+    assert report["totals"]["resumed"] == len(before)
+    after = _journal_ids(journal)
+    assert len(after) == n
+    rerun = [sid for sid in before if after[sid] > 1]
+    assert rerun == []  # zero verified steps re-run
+    assert all(c == 1 for c in after.values())
+    print(f"\ndriver loss: {n} steps, driver killed after {len(before)} settled; "
+          f"the resumed run took {report['totals']['resumed']} from the journal and ran {n - len(before)}")
+
+
+def test_cluster_processes_are_this_clusters_own(cluster: LocalCluster) -> None:
+    """Every node runs in a process group of its own, under this cluster's temp dir: stopping
+    it touches no other Ray of the machine."""
+    for node in cluster.nodes.values():
+        if not node.killed:
+            assert node.raylet_pid() is not None, node.name
+            assert _pgid_members(node.pgid)
+    assert cluster.temp_dir.startswith("/tmp/tfmn")
