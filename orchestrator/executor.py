@@ -38,7 +38,7 @@ class PoolSpec:
     options: PoolOptions = field(default_factory=PoolOptions)
 
 
-ExecutorEventKind = Literal["connecting", "connected", "pool_starting", "pool_ready"]
+ExecutorEventKind = Literal["connecting", "connected", "pool_starting", "pool_ready", "pool_inlined"]
 
 
 @dataclass(frozen=True)

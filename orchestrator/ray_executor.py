@@ -42,6 +42,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from orchestrator.batching import Batcher
+from orchestrator.cheap_tiers import PROBE_BATCHES, CostProbe, may_inline
 from orchestrator.executor import Executor, PoolSpec, _LocalPool, run_worker_batch
 from orchestrator.ray_connect import (
     RayTarget,
@@ -155,6 +156,8 @@ class _RayPool:
     actors: list[_ActorSlot] = field(default_factory=list)
     batcher: Batcher[Job, Attempt] | None = None
     info: list[dict[str, Any]] = field(default_factory=list)
+    probe: CostProbe = field(default_factory=CostProbe)
+    inline: _LocalPool | None = None  # set when the pool moved into the driver (cheap_tiers.py)
 
 
 class RayExecutor(Executor):
@@ -286,9 +289,14 @@ class RayExecutor(Executor):
             _warn_once(f"note:{note}", str(note))
         pool = _RayPool(spec, opts, [_ActorSlot(h, asyncio.Semaphore(max(1, opts.max_concurrency))) for h in handles], info=info)
         async def run_batch(jobs: list[Job], p: _RayPool = pool) -> list[Attempt]:
+            if p.inline is not None:  # a cheap tier, moved into the driver
+                return [a.model_copy(update={"info": {**a.info, "ran_in": "driver"}}) for a in await p.inline._run(jobs)]
             if p.spec.name in self._lost_pools:  # no node of its type is left: climb past at once
                 raise WorkerUnavailable(self._lost_pools[p.spec.name])
-            return await self._dispatch(p, jobs)
+            t0 = time.perf_counter()
+            out = await self._dispatch(p, jobs)
+            await self._judge_cost(p, len(jobs), sum(a.cost.worker_s for a in out), time.perf_counter() - t0)
+            return out
 
         pool.batcher = Batcher(
             run_batch,
@@ -363,6 +371,25 @@ class RayExecutor(Executor):
         """Read back where every pool's actors run now (``pool_info`` is as of their start, or
         of the last node loss)."""
         await asyncio.gather(*(self._refresh_pool(p) for n, p in self._pools.items() if n not in self._lost_pools))
+
+    async def _judge_cost(self, pool: _RayPool, items: int, worker_s: float, wall_s: float) -> None:
+        """Measure a pool's first batches; move it into the driver when that pays (cheap_tiers.py)."""
+        if pool.inline is not None or pool.probe.batches >= 2 * PROBE_BATCHES or not may_inline(pool.options):
+            return
+        pool.probe.add(items, worker_s, wall_s)
+        why = pool.probe.verdict()
+        if why is None or pool.inline is not None:
+            return
+        try:
+            pool.inline = await asyncio.to_thread(_LocalPool, pool.spec, self.stats)
+        except Exception as e:  # noqa: BLE001 - it stays on Ray
+            log.info("pool %s stays on Ray: its worker did not build in the driver: %s", pool.spec.name, e)
+            return
+        self._notify("pool_inlined", f"pool {pool.spec.name} runs in the driver from now on: {why}", pool.spec.name)
+
+    def inlined(self) -> list[str]:
+        """The Ray pools that moved into the driver because their work is cheap."""
+        return [name for name, p in self._pools.items() if p.inline is not None]
 
     def pools(self) -> list[str]:
         return [*self._pools, *self._local]
@@ -478,6 +505,8 @@ class RayExecutor(Executor):
         for rp in self._pools.values():
             if rp.batcher is not None:
                 await rp.batcher.aclose()
+            if rp.inline is not None:
+                rp.inline.thread.shutdown(wait=False, cancel_futures=True)
             if ray.is_initialized():
                 for a in rp.actors:
                     try:

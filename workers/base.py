@@ -125,6 +125,10 @@ class PoolOptions:
     resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources, e.g. ``{"gpu_node": 0.01}`` to pin a pool to a node type."""
     timeout_s: float = 120.0
+    auto_inline: bool = True
+    """On Ray, let the executor move the pool into the driver when its measured work per item
+    is under a millisecond and smaller than dispatching it (``orchestrator/cheap_tiers.py``);
+    False keeps it on its actors (a worker that must run isolated)."""
 
 
 @dataclass(frozen=True)
