@@ -342,7 +342,8 @@ class _MazeWorker(_RecursiveWorker):
         for k, job in enumerate(jobs):
             assert isinstance(job.input, maze.MazeInput)
             tf = dihedral(job.particle)
-            picked = self._pick(tf.apply(job.input.grid))
+            same = tf.k == 0 and not tf.flip  # particle 0: the grid as given (no numpy round trip per row)
+            picked = self._pick(job.input.grid if same else tf.apply(job.input.grid))
             if isinstance(picked, str):
                 views.append(([], 0, tf))
                 out[k] = self.attempt(None, 0.0, job=job, error=picked)
@@ -372,7 +373,10 @@ class _MazeWorker(_RecursiveWorker):
                     continue
                 grid = jobs[k].input.grid  # type: ignore[attr-defined]
                 shape = (len(grid), len(grid[0]))
-                back = [tf.invert_cell((r + off, c + off), shape) for r, c in path]  # un-crop, then un-transform
+                if tf.k == 0 and not tf.flip:  # un-crop (the identity needs no un-transform)
+                    back = [(r + off, c + off) for r, c in path]
+                else:  # un-crop, then un-transform
+                    back = [tf.invert_cell((r + off, c + off), shape) for r, c in path]
                 out[k] = self.attempt(
                     maze.MazeOutput(path=back),
                     float(conf[row]),

@@ -15,8 +15,8 @@ one of most items per CPU-second; a smaller one within ``--tolerance`` (default 
 preferred (less latency, same speed).
 
 ``--compare`` also measures, at the best batch, what did not make the cut (``torch.no_grad``
-instead of ``inference_mode``; ``torch.compile`` with its compile time; a frozen TorchScript
-trace) and records it under ``serving.tried``.
+instead of ``inference_mode``; ``torch.compile`` with its compile time) and records it under
+``serving.tried``.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def _no_grad_forward(model: RecursiveModel, tokens: torch.Tensor, caps: torch.Te
 
 def compare_options(served: Served, batch: int, rounds: int = 3, log: Any = sys.stderr) -> dict[str, Any]:
     """Items per CPU-second at ``batch`` of the served forward pass against the variants that
-    were weighed: ``torch.no_grad``, ``torch.compile`` (its compile time apart) and a frozen
-    TorchScript trace of the network; ratios to the served pass, one process, interleaved."""
+    were weighed: ``torch.no_grad`` and ``torch.compile`` (its compile time apart); ratios to
+    the served pass, one process, interleaved."""
     out: dict[str, Any] = {"batch": batch}
     variants: dict[str, Callable[..., Any] | None] = {"inference_mode (served)": None, "no_grad": _no_grad_forward}
     variants.update(_compiled_variants(served, batch, out, log))
