@@ -286,9 +286,12 @@ async def _drive(args: argparse.Namespace) -> dict[str, Any]:
         for t in [*sk.ladder, sk.fallback]:
             await ex.ensure_pool(PoolSpec(t.pool_name, t.worker, t.pool))
     print(json.dumps({"placed": _placed(ex), "nodes": {v: k for k, v in _node_names().items()}}), flush=True)
-    plan = mixed_plan(args.sudoku, args.maze)
     t0 = time.monotonic()
-    report = await fleet.run(Task(id=args.task_id, goal="fault run"), plan=plan, journal=args.journal)
+    if args.resume:
+        report = await fleet.run(resume=args.journal)
+    else:
+        plan = mixed_plan(args.sudoku, args.maze)
+        report = await fleet.run(Task(id=args.task_id, goal="fault run"), plan=plan, journal=args.journal)
     wall = time.monotonic() - t0
     refresh = getattr(ex, "refresh_placement", None)
     if refresh is not None:
@@ -307,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--journal", required=True)
     ap.add_argument("--task-id", default="fault-run")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--resume", action="store_true", help="continue the run recorded in --journal")
     args = ap.parse_args(argv)
     got = asyncio.run(_drive(args))
     Path(args.out).write_text(json.dumps(got))

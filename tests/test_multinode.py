@@ -39,6 +39,7 @@ from workers.kits import sudoku
 pytestmark = pytest.mark.slow
 
 DRIVER = str(HERE / "cluster_nodes.py")
+_drivers: list[subprocess.Popen[str]] = []  # killed when the cluster stops, should a test fail mid-run
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,10 @@ def cluster() -> Iterator[LocalCluster]:
         c.add_nodes([("cpu-a", "cpu_worker"), ("cpu-b", "cpu_worker"), ("gpu-a", "gpu_worker")])
         yield c
     finally:
+        for proc in _drivers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         c.stop()
 
 
@@ -75,6 +80,7 @@ class Driver:
              "--journal", str(self.journal), "--out", str(self.out), "--task-id", name],
             env=cluster.env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        _drivers.append(self.proc)
         first = self.proc.stdout.readline() if self.proc.stdout else ""
         if not first:
             self.proc.wait(timeout=30)
