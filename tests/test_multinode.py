@@ -36,8 +36,6 @@ from cluster_nodes import HERE, RAY, ROOT, LocalCluster, _pgid_members
 
 from workers.kits import sudoku
 
-pytestmark = pytest.mark.slow
-
 DRIVER = str(HERE / "cluster_nodes.py")
 _drivers: list[subprocess.Popen[str]] = []  # killed when the cluster stops, should a test fail mid-run
 
@@ -120,6 +118,7 @@ def _settled_once(got: dict[str, Any], journal: Path, steps: int) -> dict[str, A
     return report
 
 
+@pytest.mark.slow
 def test_pools_land_on_their_node_types_and_a_lost_cpu_node_loses_no_step(cluster: LocalCluster, tmp_path: Path) -> None:
     n_sudoku, n_maze = 1000, 1000
     base = Driver(cluster, tmp_path, "base", n_sudoku, n_maze)
@@ -150,6 +149,7 @@ def test_pools_land_on_their_node_types_and_a_lost_cpu_node_loses_no_step(cluste
           f"({got['wall_s'] / quiet['wall_s']:.2f}x); re-sends {report['totals']['resends']}")
 
 
+@pytest.mark.slow
 def test_losing_the_last_gpu_node_while_its_pool_is_busy_climbs_past_with_a_reason(cluster: LocalCluster, tmp_path: Path) -> None:
     n_sudoku, n_maze = 200, 800
     run = Driver(cluster, tmp_path, "lost-gpu", n_sudoku, n_maze)
@@ -202,6 +202,7 @@ def _driver_pid(marker: str) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_driver_killed_then_resumed_reruns_no_verified_step(cluster: LocalCluster, tmp_path: Path) -> None:
     import random
 
@@ -240,6 +241,7 @@ def test_driver_killed_then_resumed_reruns_no_verified_step(cluster: LocalCluste
           f"the resumed run took {report['totals']['resumed']} from the journal and ran {n - len(before)}")
 
 
+@pytest.mark.slow
 def test_cluster_processes_are_this_clusters_own(cluster: LocalCluster) -> None:
     """Every node runs in a process group of its own, under this cluster's temp dir: stopping
     it touches no other Ray of the machine."""
@@ -248,3 +250,19 @@ def test_cluster_processes_are_this_clusters_own(cluster: LocalCluster) -> None:
             assert node.raylet_pid() is not None, node.name
             assert _pgid_members(node.pgid)
     assert cluster.temp_dir.startswith("/tmp/tfmn")
+
+
+def test_a_pool_is_re_placed_only_on_a_node_that_has_what_it_asks() -> None:
+    """Which live nodes can take a lost pool's actors: its custom resources, GPUs and CPUs."""
+    from orchestrator import LocalExecutor
+    from orchestrator.ray_executor import _can_host
+    from workers import PoolOptions
+
+    gpu_pool = PoolOptions(num_cpus=0.1, resources={"gpu_node": 0.5})
+    cpu_node = {"CPU": 1.0, "cpu_node": 4.0}
+    gpu_node = {"CPU": 1.0, "gpu_node": 4.0}
+    assert not _can_host(gpu_pool, cpu_node) and _can_host(gpu_pool, gpu_node)
+    assert not _can_host(PoolOptions(num_cpus=0.0, num_gpus=1.0), gpu_node)  # no GPU there
+    assert _can_host(PoolOptions(num_cpus=0.0, num_gpus=1.0), {**gpu_node, "GPU": 1.0})
+    assert not _can_host(PoolOptions(num_cpus=0.5), {"cpu_node": 4.0})  # the head: no CPU
+    assert LocalExecutor().lost_nodes_since(0.0) == []  # no nodes, none lost
