@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("calibrate", add_help=False,
                    help="fit a checkpoint's halting and confidence on held-out items (tinyfleet calibrate --help)")
+    sub.add_parser("tune-serving", add_help=False,
+                   help="measure a checkpoint's best serving batch and write it into its model card (tinyfleet tune-serving --help)")
     sub.add_parser("learn", add_help=False,
                    help="fine-tune a served tiny model on its lessons, behind a gate (tinyfleet learn --help)")
 
@@ -406,6 +408,7 @@ _COMMANDS = {
 _DELEGATED = {
     "calibrate": "workers.training.calibrate",
     "learn": "workers.training.learn",
+    "tune-serving": "workers.training.tune_serving",
 }
 
 

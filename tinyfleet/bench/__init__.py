@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "verify": ".verify",
     "startup": ".startup",
     "learning": ".learning",
+    "serving": ".serving",
 }
 
 
