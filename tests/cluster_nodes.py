@@ -123,6 +123,8 @@ class LocalCluster:
     """A head and worker nodes on this machine; ``with LocalCluster() as c:`` stops it all."""
 
     dashboard: bool = False
+    fast_health_check: bool = True
+    """Declare a lost node dead within seconds (:data:`FAST_HEALTH_CHECK`); False keeps Ray's defaults."""
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="tfmn", dir="/tmp"))
     port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
@@ -140,7 +142,7 @@ class LocalCluster:
         """The environment of this cluster's nodes and of any driver or ``ray job`` client of it."""
         env = {
             **os.environ,
-            **FAST_HEALTH_CHECK,
+            **(FAST_HEALTH_CHECK if self.fast_health_check else {}),
             "RAY_TMPDIR": self.temp_dir,
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "token",
