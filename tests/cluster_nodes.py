@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import random
@@ -58,10 +59,19 @@ FAST_HEALTH_CHECK = {
 }
 
 
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, never one this process handed out before (ports of a
+    cluster are picked before any of its listeners starts)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 def _pgid_members(pgid: int) -> list[tuple[int, str]]:
@@ -124,6 +134,9 @@ class LocalCluster:
 
     dashboard: bool = False
     fast_health_check: bool = True
+    redis: bool = False
+    """GCS fault tolerance: the head keeps the GCS's tables in a ``redis-server`` this cluster starts."""
+    redis_port: int = field(default_factory=free_port)
     """Declare a lost node dead within seconds (:data:`FAST_HEALTH_CHECK`); False keeps Ray's defaults."""
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="tfmn", dir="/tmp"))
     port: int = field(default_factory=free_port)
@@ -154,7 +167,8 @@ class LocalCluster:
         env.pop("RAY_ADDRESS", None)
         return env
 
-    def _start(self, name: str, kind: str, args: list[str], resources: dict[str, float], num_cpus: int) -> Node:
+    def _start(self, name: str, kind: str, args: list[str], resources: dict[str, float], num_cpus: int,
+               env: dict[str, str] | None = None) -> Node:
         self._started += 1
         base = self._worker_base + 40 * self._started
         cmd = [
@@ -166,7 +180,7 @@ class LocalCluster:
             f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
             "--object-store-memory=100000000", *args,
         ]
-        proc = subprocess.Popen(cmd, env=self.env, cwd=self.temp_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, cwd=self.temp_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
         node = Node(name, kind, resources, num_cpus, proc.pid)
         self.nodes[name] = node  # stopped by stop() even when its start fails
@@ -176,10 +190,42 @@ class LocalCluster:
         return node
 
     def start_head(self) -> Node:
+        """The head (``--num-cpus=0``); with ``redis``, the redis-server it keeps its tables in first."""
+        env = {}
+        if self.redis:
+            if "redis" not in self.nodes:
+                self._start_redis()
+            env = {"RAY_REDIS_ADDRESS": f"127.0.0.1:{self.redis_port}", "RAY_external_storage_namespace": "tinyfleet-test"}
         args = ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                 f"--include-dashboard={'true' if self.dashboard else 'false'}"]
-        return self._start("head", "head", args, {"tfn_head": 1}, 0)
+        return self._start("head", "head", args, {"tfn_head": 1}, 0, env)
+
+    def _start_redis(self) -> None:
+        redis = shutil.which("redis-server")
+        if redis is None:
+            raise RuntimeError("GCS fault tolerance needs redis-server (apt-get install redis-server)")
+        proc = subprocess.Popen([redis, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                cwd=self.temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.nodes["redis"] = Node("redis", "redis", {}, 0, proc.pid)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.redis_port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not listen on {self.redis_port}") from None
+                time.sleep(0.1)
+
+    def restart_head(self) -> Node:
+        """Kill the head's processes (GCS, raylet, dashboard) and start it again on the same ports."""
+        self.nodes.pop("head").stop()
+        # `ray start --head` refuses a port that a raylet of this machine names as its GCS (the
+        # worker nodes' raylets do: they wait for the head); on a real cluster the head is another
+        # machine. Without this machine's record of the old head, the check passes.
+        Path(self.temp_dir, "ray_current_cluster").unlink(missing_ok=True)
+        return self.start_head()
 
     def add_node(self, name: str, kind: str, num_cpus: int = 1) -> Node:
         """A worker node of ``kind`` (``cpu_worker`` or ``gpu_worker``), named ``name``."""
@@ -314,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--resume", action="store_true", help="continue the run recorded in --journal")
     args = ap.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: where a stuck driver waits
     got = asyncio.run(_drive(args))
     Path(args.out).write_text(json.dumps(got))
     print(json.dumps({"done": got["report"]["status"], "wall_s": got["wall_s"]}), flush=True)
