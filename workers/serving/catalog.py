@@ -11,6 +11,7 @@ accuracy, calibration, date) in ``workers/checkpoints``. Loading one is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "has_checkpoint",
     "maze_decline",
     "maze_accepts",
+    "update_card",
 ]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # workers/checkpoints, the bundled ones
@@ -152,3 +154,14 @@ def maze_accepts(model: str = "trm", directory: Path | str | None = None) -> Cal
         return len(g) == len(g[0]) and len(g) in sizes and crop_border(g) is not None
 
     return accepts
+
+
+def update_card(checkpoint: Path | str, update: Callable[[dict[str, Any]], dict[str, Any]]) -> Path:
+    """Rewrite the model card beside ``checkpoint`` as ``update(card)`` (calibration, serving
+    profile: each changes its own key), atomically: a reader sees the old card or the new one."""
+    card_path = Path(checkpoint).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    tmp = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(update(card), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, card_path)
+    return card_path

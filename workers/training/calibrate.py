@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from tinyfleet_core.errors import ConfigError, InputError
 from workers.models.trm import RecursiveModel, run_recursive
 from workers.serving import neural
 from workers.serving.calibration import METHODS, Calibration, Method
+from workers.serving.catalog import update_card
 from workers.serving.neural import checkpoint_path, load_checkpoint, set_torch_threads
 from workers.training.args import USER_CHECKPOINT_DIR
 from workers.training.trainer import TaskData, task_data
@@ -424,12 +424,7 @@ def calibrate_checkpoint(
 
 def write_calibration(path: Path | str, cal: Calibration) -> Path:
     """Put ``cal`` into the card next to checkpoint ``path``; every other key stays as it was."""
-    card_path = Path(path).with_suffix(".json")
-    card = json.loads(card_path.read_text())
-    tmp = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cal.into_card(card), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, card_path)  # atomic: a reader sees the old card or the new one, never half
-    return card_path
+    return update_card(path, cal.into_card)
 
 
 # --------------------------------------------------------------------------------------- #

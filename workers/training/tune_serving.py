@@ -38,6 +38,7 @@ import torch
 from tinyfleet_core.errors import ConfigError, InputError
 from workers.models.trm import RecursiveModel, run_recursive
 from workers.serving.calibration import Calibration
+from workers.serving.catalog import update_card
 from workers.serving.neural import checkpoint_path, load_checkpoint, run_rows, set_torch_threads, sub_model
 from workers.serving.serving_tune import ServingProfile
 from workers.training.args import USER_CHECKPOINT_DIR
@@ -208,12 +209,7 @@ def tune_checkpoint(path: Path | str, *, n: int = 256, rounds: int = 3, seed: in
 
 def write_serving(path: Path | str, profile: ServingProfile) -> Path:
     """Put ``profile`` into the card next to checkpoint ``path``; every other key stays as it was."""
-    card_path = Path(path).with_suffix(".json")
-    card = json.loads(card_path.read_text())
-    tmp = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(profile.into_card(card), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, card_path)  # atomic: a reader sees the old card or the new one
-    return card_path
+    return update_card(path, profile.into_card)
 
 
 def _parser() -> argparse.ArgumentParser:
