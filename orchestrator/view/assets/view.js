@@ -509,7 +509,8 @@
     var ctx = cv.getContext('2d'); ctx.scale(dpr, dpr); ctx.clearRect(0, 0, W, H);
     ctx.font = '11px system-ui, sans-serif';
     if (!segs.length) { ctx.fillStyle = '#64748b'; ctx.fillText('no timed steps yet', 8, 16); return; }
-    var t0 = Math.min.apply(null, segs.map(function (x) { return x.t0; })), t1 = Math.max.apply(null, segs.map(function (x) { return x.t1; }));
+    var t0 = Infinity, t1 = -Infinity;  // a loop, not Math.min.apply: runs have more bars than a call has arguments
+    segs.forEach(function (x) { if (x.t0 < t0) t0 = x.t0; if (x.t1 > t1) t1 = x.t1; });
     var span = Math.max(1e-3, t1 - t0), left = 80, right = W - 10;
     function X(t) { return left + (right - left) * (t - t0) / span; }
     // in flight over time (all lanes): a step curve on top
