@@ -32,12 +32,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from tinyfleet_core.errors import ConfigError
+from workers.serving.card_block import CardBlock
 
 __all__ = ["METHODS", "Calibration", "Method"]
 
@@ -49,13 +50,15 @@ _FIX = "re-run `python -m workers.training.calibrate` on the checkpoint, or dele
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(CardBlock):
     """How one checkpoint's halting logits become a confidence, and when a row halts.
 
     ``method`` "temperature": ``conf = sigmoid(logit / temperature + bias)``; "isotonic":
     ``conf`` is linear between ``knots`` (logit, confidence), both ascending, and flat beyond
     the first and last. A row halts at the first step with ``conf >= threshold``; threshold 1.0
     is above every confidence either method gives, so it means "always run the step cap" (both are clipped to [1e-9, 1 - 1e-9])."""
+
+    CARD_KEY: ClassVar[str] = CARD_KEY
 
     method: Method
     threshold: float
@@ -127,20 +130,6 @@ class Calibration:
         except _Bad as e:
             raise ConfigError(f"{e}; {_FIX}") from None
         return cls(cast(Method, method), threshold, temperature, bias, knots, dict(measured))
-
-    @classmethod
-    def from_card(cls, card: Mapping[str, Any], where: str = "model card") -> Calibration | None:
-        """The card's calibration, or None when it has none (then serve as before)."""
-        block = card.get(CARD_KEY)
-        if block is None:
-            return None
-        return cls.from_dict(block, f"{where} {CARD_KEY!r}")
-
-    def into_card(self, card: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of ``card`` with this calibration under ``"calibration"``; nothing else changes."""
-        out = dict(card)
-        out[CARD_KEY] = self.to_dict()
-        return out
 
     # ----------------------------------------------------------------------------------- #
 

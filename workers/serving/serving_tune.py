@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from tinyfleet_core.errors import ConfigError
+from workers.serving.card_block import CardBlock
 
 __all__ = ["CARD_KEY", "MAX_BATCH", "ServingProfile", "chunk_spans"]
 
@@ -40,8 +41,10 @@ _NUMBERS = ("at_batch_1", "at_best", "at_256")
 
 
 @dataclass(frozen=True)
-class ServingProfile:
+class ServingProfile(CardBlock):
     """One checkpoint's measured serving batch (``best_batch``) and what was measured."""
+
+    CARD_KEY: ClassVar[str] = CARD_KEY
 
     best_batch: int
     measured: Mapping[str, Any] = field(default_factory=dict)
@@ -71,20 +74,6 @@ class ServingProfile:
         ):
             raise ConfigError(f"{where}.items_per_cpu_s must map batch sizes to items per CPU-second; {_FIX}")
         return cls(best, {k: v for k, v in block.items() if k != "best_batch"})
-
-    @classmethod
-    def from_card(cls, card: Mapping[str, Any], where: str = "model card") -> ServingProfile | None:
-        """The card's serving profile, or None when it has none (then serve as before)."""
-        block = card.get(CARD_KEY)
-        if block is None:
-            return None
-        return cls.from_dict(block, f"{where} {CARD_KEY!r}")
-
-    def into_card(self, card: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of ``card`` with this profile under ``"serving"``; nothing else changes."""
-        out = dict(card)
-        out[CARD_KEY] = self.to_dict()
-        return out
 
 
 def chunk_spans(n: int, batch: int | None) -> list[tuple[int, int]]:
