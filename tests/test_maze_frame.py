@@ -165,6 +165,26 @@ def test_a_sub_frame_runs_exactly_like_the_frame_positions_it_covers() -> None:
     assert run_recursive(sub, tokens, 2).pred.shape == (1, side * side)
 
 
+def test_a_conv_trm_runs_any_side_with_one_set_of_weights_and_no_positions() -> None:
+    torch.manual_seed(0)
+    model = TRM(TRMConfig(vocab=5, classes=2, seq_len=15 * 15, d=16, n=1, mixer="conv")).eval()
+    grid = mf.generate_family("random", 6, 6, random.Random(2))
+    side = frame_side(6, 6, 15, "conv")
+    assert side == 6
+    tokens = torch.from_numpy(frame_tokens([grid], side))
+    sub = sub_model(model, 15, side)
+    with torch.no_grad():
+        a = model.step(frame_embed(model, tokens, 15, side), frame_state(model, 1, side))
+        b = sub.step(sub.embed(tokens), sub.init_state(1))
+        model.pos.normal_()  # positions are not read: the same answer with any
+        c = model.step(frame_embed(model, tokens, 15, side), frame_state(model, 1, side))
+    assert torch.allclose(a.logits, b.logits) and torch.allclose(a.halt, b.halt)
+    assert torch.allclose(a.logits, c.logits) and torch.allclose(a.halt, c.halt)
+    assert run_recursive(sub, tokens, 2).pred.shape == (1, side * side)
+    with pytest.raises(ValueError, match="square"):
+        TRM(TRMConfig(vocab=5, classes=2, seq_len=50, mixer="conv"))
+
+
 def test_frame_data_samples_per_sub_frame_with_padding_ignored() -> None:
     data = FrameMazeData(15, seed=0, pool=300)
     data.prepare()
@@ -266,16 +286,19 @@ def _frame_registry() -> SkillRegistry:
 
 @needs_served
 async def test_a_fleet_settles_most_small_rectangular_random_grids_at_the_trm_tier() -> None:
+    """One task of 60 rectangular random grids of mixed shapes (one step per grid, as
+    ``tinyfleet run`` plans an ``items`` task): every route verified, and the share settled at
+    the trm tier within a few points of what the card measures on such grids."""
     rng = random.Random("tests:frame:fleet")
-    grids = [mf.generate_family("random", rng.randint(5, 8), rng.randint(5, 8), rng) for _ in range(30)]
+    grids = [mf.generate_family("random", rng.randint(5, 8), rng.randint(5, 8), rng) for _ in range(60)]
     async with Fleet(registry=_frame_registry(), executor="local") as fleet:
-        reports = [await fleet.run(Task(skill="maze.route", inputs={"grid": g})) for g in grids]
-    assert all(r.status == "succeeded" for r in reports)
-    for g, r in zip(grids, reports, strict=True):
-        assert maze.check_path(g, r.output["path"]) is None  # type: ignore[index]  # every route verified
-    at_trm = sum(r.steps[0].tier == "trm" for r in reports)
+        report = await fleet.run(Task(skill="maze.route", inputs={"items": [{"grid": g} for g in grids]}))
+    assert report.status == "succeeded" and len(report.steps) == len(grids)
+    for g, out in zip(grids, report.output, strict=True):  # type: ignore[arg-type]
+        assert maze.check_path(g, out["path"]) is None  # every route verified
+    at_trm = sum(st.tier == "trm" for st in report.steps)
     card = min(_card_exact("random", 5, 5), _card_exact("random", 6, 8))
-    assert at_trm >= (card - 0.2) * len(grids), (at_trm, card)
+    assert at_trm >= (card - 0.1) * len(grids), (at_trm, card)
 
 
 # ------------------------------------------------------------------------- the eval flags

@@ -205,3 +205,25 @@ def test_a_frame_model_trains_on_sub_frames_and_writes_a_card_saying_what_it_tak
     assert ("perfect", 11, 11) in shapes and ("random", 6, 8) in shapes  # a ringed 11x11 fits a 9 frame
     assert ("perfect", 15, 15) not in shapes  # larger than the frame: not reported
     assert {"batch_1", "batch_256"} <= set(takes["items_per_s"])
+
+
+def test_the_hard_sudoku_band_is_mixed_into_training_and_measured_by_eval(capsys: pytest.CaptureFixture[str]) -> None:
+    def clues(tokens: np.ndarray) -> np.ndarray:
+        return (tokens > 0).sum(1)
+
+    plain, mixed = SudokuData(9, seed=0, pool=40), SudokuData(9, seed=0, pool=40, hard=0.5)
+    easy, hard = clues(plain.pool()[0]), clues(mixed.pool()[0])
+    assert easy.min() >= 30 and (hard <= 29).sum() >= 8 and (hard >= 30).sum() >= 8  # both bands in the mix
+    assert mixed.tag != plain.tag  # a cached pool of one is never read as the other
+    band = SudokuData(9, seed=0, givens=(22, 29)).items(6, "eval", 1)
+    assert all(22 <= sum(v > 0 for row in p for v in row) <= 29 for p, _ in band)
+    with pytest.raises(InputError, match="hard share"):
+        SudokuData(4, seed=0, hard=0.5)
+    with pytest.raises(InputError, match="givens"):
+        SudokuData(9, seed=0, givens=(40, 30))
+    ev = argparse.Namespace(skill="sudoku.solve", model="trm", size=9, n=4, seed=2, checkpoint=None, json=True, halt=True, givens="22-29")
+    assert eval_command(ev) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["givens"] == "22-29" and r["n"] == 4
+    with pytest.raises(InputError, match="LO-HI"):
+        eval_command(argparse.Namespace(**{**vars(ev), "givens": "hard"}))

@@ -3,7 +3,9 @@
 # $M minutes each, then packs checkpoints, model cards and logs into $OUT/checkpoints.tgz.
 # mf30 is the maze frame model for every grid up to 30x30 (maze.route-trm-f30: the family mixture
 # of workers/kits/maze_families.py, sides 5..30, sub-frames per batch; its card holds exact
-# accuracy per family and size, including perfect 31x31 ringed mazes, the Maze-Hard class).
+# accuracy per family and size, including perfect 31x31 ringed mazes, the Maze-Hard class; the
+# recipe's 3x3 grid-conv mixer reads any side). s9a/s9b mix the hard band (22-29 givens) into half
+# of the 9x9 sudoku pool; their cards hold `eval_hard` next to the 30-40 givens eval.
 # Run from the repository root on a machine with CUDA torch:  OUT=/tmp/out bash workers/checkpoints/train_gpu.sh
 # On a machine without pydantic, put its wheels in .whl/ first (pip download pydantic pydantic_core
 # annotated-types typing-inspection typing_extensions); LOCAL=1 skips that install (a dry run on CPU).
@@ -23,8 +25,8 @@ run() {  # name, then train args
   mkdir -p $W/$name
   timeout ${TMO:-490} python3 -m workers.training.trainer train --seed 0 --minutes $M --out $W/$name --data-cache .cache/pools "$@" > $W/$name/log.txt 2>&1 &
 }
-run s9a  --skill sudoku.solve --model trm --size 9 --workers 2
-run s9b  --skill sudoku.solve --model trm --size 9 --workers 2 --set d=192
+run s9a  --skill sudoku.solve --model trm --size 9 --workers 2 --set hard=0.5
+run s9b  --skill sudoku.solve --model trm --size 9 --workers 2 --set d=192 --set hard=0.5
 run m11  --skill maze.route  --model trm --size 11 --workers 4
 run hm11 --skill maze.route  --model hrm --size 11 --workers 4
 run hs6  --skill sudoku.solve --model hrm --size 6 --workers 4

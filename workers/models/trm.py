@@ -42,7 +42,7 @@ __all__ = [
     "stablemax_cross_entropy",
 ]
 
-Mixer = Literal["mlp", "attn"]
+Mixer = Literal["mlp", "attn", "conv"]
 LossKind = Literal["softmax", "stablemax"]
 
 
@@ -59,7 +59,7 @@ class TRMConfig:
     n: int = 4  # latent updates per round
     T: int = 2  # rounds per supervision step (first T-1 without gradient)
     N_sup: int = 8  # supervision steps (training); default inference cap
-    mixer: Mixer = "mlp"  # "mlp": sequence-MLP (small fixed grids); "attn": self-attention
+    mixer: Mixer = "mlp"  # "mlp": sequence-MLP (small fixed grids); "attn": self-attention; "conv": 3x3 grid conv
     heads: int = 4
     expansion: float = 2.0  # channel MLP width factor
     seq_expansion: float = 2.0  # sequence MLP width factor (mixer="mlp")
@@ -128,14 +128,43 @@ class SelfAttention(nn.Module):
         return out
 
 
+class GridConv(nn.Module):
+    """Mixes each cell with its 8 neighbours, for a square grid of any side: the cells
+    (B, P + s*s, D) -> (B, D, s, s) -> depthwise 3x3 conv -> back; the prefix tokens read the
+    mean of the cells. No positions: the same weights run every side and placement (a frame
+    model's sub-frames, a grid anywhere in it), and information moves one cell per block, so
+    recursion depth is what carries it across a grid."""
+
+    def __init__(self, d: int, prefix: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.conv = nn.Conv2d(d, d, 3, padding=1, groups=d, bias=False)
+        self.pool = nn.Linear(d, d, bias=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        B, L, D = h.shape
+        P = self.prefix
+        side = math.isqrt(L - P)
+        cells = h[:, P:].transpose(1, 2).reshape(B, D, side, side)  # (B, D, s, s)
+        mixed = self.conv(cells).reshape(B, D, side * side).transpose(1, 2)  # (B, s*s, D)
+        pre = self.pool(h[:, P:].mean(1, keepdim=True)).expand(B, P, D)  # (B, P, D)
+        return torch.cat([pre, mixed], 1)  # (B, L, D)
+
+
 class Block(nn.Module):
     """Post-norm block: h = norm(h + mix(h)); h = norm(h + mlp(h))."""
 
     def __init__(self, cfg: TRMConfig, length: int) -> None:
         super().__init__()
-        self.mix: nn.Module = (
-            SequenceMLP(length, cfg.seq_expansion) if cfg.mixer == "mlp" else SelfAttention(cfg.d, cfg.heads)
-        )
+        self.mix: nn.Module
+        if cfg.mixer == "mlp":
+            self.mix = SequenceMLP(length, cfg.seq_expansion)
+        elif cfg.mixer == "conv":
+            if math.isqrt(cfg.seq_len) ** 2 != cfg.seq_len:
+                raise ValueError(f"a conv TRM reads a square grid; seq_len {cfg.seq_len} is not a square")
+            self.mix = GridConv(cfg.d, cfg.prefix)
+        else:
+            self.mix = SelfAttention(cfg.d, cfg.heads)
         self.mlp = SwiGLU(cfg.d, int(cfg.d * cfg.expansion))
 
     def forward(self, h: Tensor) -> Tensor:
@@ -249,7 +278,8 @@ class TRM(nn.Module):
         B = tokens.shape[0]  # tokens: (B, S) ints in [0, vocab)
         cells = self.tok(tokens) * math.sqrt(self.cfg.d)  # (B, S, D)
         pre = self.prefix[: self.cfg.prefix].expand(B, -1, -1)  # (B, P, D)
-        return torch.cat([pre, cells], 1) + self.pos  # (B, L, D)
+        h = torch.cat([pre, cells], 1)  # (B, L, D)
+        return h if self.cfg.mixer == "conv" else h + self.pos  # a conv TRM has no positions
 
     def init_state(self, batch: int) -> tuple[Tensor, Tensor]:
         L = self.cfg.prefix + self.cfg.seq_len

@@ -296,7 +296,7 @@ class _MazeWorker(_RecursiveWorker):
                 )
             if key < 0:  # a frame model reads the whole frame (an HRM, an MLP-mixer TRM) ...
                 self.sides[key] = -key
-            if key < 0 and isinstance(model, TRM):  # ... or, with attention, small grids in a sub-frame
+            if key < 0 and isinstance(model, TRM):  # ... or, with attention or a grid conv, small grids in a sub-frame
                 frame = -key
                 for side in frame_sides(frame, model.cfg.mixer):
                     sub_key = self._key(frame, side)

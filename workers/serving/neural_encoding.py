@@ -129,8 +129,9 @@ def frame_labels(grids: Sequence[Sequence[str]], frame: int) -> np.ndarray:
 def frame_sides(frame: int, mixer: str = "attn") -> tuple[int, ...]:
     """The square sub-frames (top-left side x side of the frame) a frame model runs a grid
     in: the smallest that holds it. Attention reads any length, so small grids cost little
-    (positions are the frame's own); a sequence-MLP model reads only the whole frame."""
-    return (*(b for b in (6, 8, 10, 12, 15, 20, 25) if b < frame), frame) if mixer == "attn" else (frame,)
+    (positions are the frame's own), and convolution any side (it has no positions); a
+    sequence-MLP model reads only the whole frame."""
+    return (*(b for b in (6, 8, 10, 12, 15, 20, 25) if b < frame), frame) if mixer in ("attn", "conv") else (frame,)
 
 
 def frame_side(rows: int, cols: int, frame: int, mixer: str = "attn") -> int:
@@ -151,6 +152,8 @@ def frame_embed(model: TRM, tokens: torch.Tensor, frame: int, side: int) -> torc
     P = model.cfg.prefix
     cells = model.tok(tokens) * math.sqrt(model.cfg.d)  # (B, s*s, D)
     pre = model.prefix[:P].expand(tokens.shape[0], -1, -1)  # (B, P, D)
+    if model.cfg.mixer == "conv":
+        return torch.cat([pre, cells], 1)  # no positions
     idx = _frame_index(frame, side, P).to(model.pos.device)
     return torch.cat([pre, cells], 1) + model.pos[idx]
 
@@ -167,8 +170,8 @@ def sub_model(model: TRM, frame: int, side: int) -> TRM:
     small grid in. ``side == frame`` is ``model`` itself."""
     if side == frame:
         return model
-    if model.cfg.mixer != "attn" or not isinstance(model, TRM):
-        raise ConfigError(f"only an attention TRM runs in a sub-frame; this one is {model.cfg.kind} {model.cfg.mixer}")
+    if model.cfg.mixer not in ("attn", "conv") or not isinstance(model, TRM):
+        raise ConfigError(f"only an attention or conv TRM runs in a sub-frame; this one is {model.cfg.kind} {model.cfg.mixer}")
     sub = TRM(dataclasses.replace(model.cfg, seq_len=side * side))
     sub.tok, sub.net, sub.out_head, sub.halt_head = model.tok, model.net, model.out_head, model.halt_head
     sub.prefix = model.prefix

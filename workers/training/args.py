@@ -41,5 +41,7 @@ def add_eval_options(e: argparse.ArgumentParser) -> None:
                         "(with --rows/--cols, or --size N: perfect N odd is the kit's ringed maze)")
     e.add_argument("--rows", type=int, default=None, help="maze.route --family: grid rows")
     e.add_argument("--cols", type=int, default=None, help="maze.route --family: grid columns")
+    e.add_argument("--givens", default=None, metavar="LO-HI",
+                   help="sudoku.solve: held-out puzzles with this many clues (e.g. 22-29, the 9x9 hard band)")
     e.add_argument("--frame", type=int, default=None, metavar="F",
                    help="maze.route: which frame checkpoint (default: the largest bundled one when --family is given)")

@@ -55,6 +55,9 @@ __all__ = [
 SKILLS = ("sudoku.solve", "maze.route")
 SUDOKU_GIVENS = {4: (5, 8), 6: (12, 18), 9: (30, 40)}
 EVAL_GIVENS = {4: (6, 6), 6: (14, 14), 9: (30, 40)}
+HARD_GIVENS = {9: (22, 29)}
+"""The hard band of a size: fewer givens, more search (9x9 only). A training run mixes it in
+with the recipe's ``hard`` share; ``tinyfleet eval --givens 22-29`` measures it."""
 
 
 
@@ -88,10 +91,11 @@ POOL_CHUNK = 500  # items per generation chunk; chunk i is seeded by its index, 
 # the same however many processes build it
 
 
-def _sudoku_chunk(size: int, seed: int, chunk: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = _rng("train", "sudoku.solve", size, f"{seed}:{chunk}")
-    lo, hi = SUDOKU_GIVENS[size]
-    pairs = [sudoku.generate(size, rng, rng.randint(lo, hi)) for _ in range(count)]
+def _sudoku_chunk(size: int, seed: int, chunk: int, count: int, hard: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` puzzles of the size's training band, a ``hard`` share of them from its hard band."""
+    rng = _rng("train", "sudoku.solve", size, f"{seed}:{chunk}" if not hard else f"{seed}:{chunk}:hard{hard}")
+    bands = (SUDOKU_GIVENS[size], HARD_GIVENS.get(size, SUDOKU_GIVENS[size]))
+    pairs = [sudoku.generate(size, rng, rng.randint(*bands[bool(hard) and rng.random() < hard])) for _ in range(count)]
     return sudoku_tokens([p for p, _ in pairs]).astype(np.int8), sudoku_tokens([s for _, s in pairs]).astype(np.int8)
 
 
@@ -177,12 +181,27 @@ class SudokuData(_PooledData):
     skill = "sudoku.solve"
     _chunk = staticmethod(_sudoku_chunk)
 
-    def __init__(self, size: int, seed: int, pool: int = 0) -> None:
+    def __init__(
+        self, size: int, seed: int, pool: int = 0, *, hard: float = 0.0, givens: tuple[int, int] | None = None,
+    ) -> None:
+        """``hard``: share of the training pool from the hard band (HARD_GIVENS); ``givens``:
+        the (lo, hi) clue counts of held-out ``items`` (default EVAL_GIVENS)."""
         if size not in sudoku.SIZES:
             raise InputError(f"sudoku size must be one of {sudoku.SIZES}, got {size}")
-        self.size = size
+        if not 0.0 <= hard <= 1.0 or (hard and size not in HARD_GIVENS):
+            raise InputError(f"the hard share must be 0..1 and is for sizes {sorted(HARD_GIVENS)}, got {hard} for {size}x{size}")
+        if givens is not None and not (0 <= givens[0] <= givens[1] <= size * size):
+            raise InputError(f"givens must be LO-HI with 0 <= LO <= HI <= {size * size}, got {givens[0]}-{givens[1]}")
+        self.size, self.hard, self.givens = size, hard, givens
         self.vocab, self.classes, self.seq_len = size + 1, size, size * size
         super().__init__(seed, pool or {4: 4000, 6: 20000, 9: 5000}[size])
+
+    @property
+    def tag(self) -> str:
+        return f"{self.size}-hard{self.hard}" if self.hard else str(self.size)
+
+    def _chunk_fn(self) -> Any:
+        return functools.partial(_sudoku_chunk, hard=self.hard) if self.hard else _sudoku_chunk
 
     def _perm(self, k: int, groups: int, per: int) -> torch.Tensor:
         """(k, groups * per) indices: groups shuffled, members shuffled within each group."""
@@ -207,8 +226,9 @@ class SudokuData(_PooledData):
         return xs, ys
 
     def items(self, n: int, split: str, seed: int) -> list[Any]:
-        rng = _rng(split, self.skill, self.size, seed)
-        return [sudoku.generate(self.size, rng, rng.randint(*EVAL_GIVENS[self.size])) for _ in range(n)]
+        lo, hi = self.givens or EVAL_GIVENS[self.size]
+        rng = _rng(split, self.skill, self.size if self.givens is None else f"{self.size}:{lo}-{hi}", seed)
+        return [sudoku.generate(self.size, rng, rng.randint(lo, hi)) for _ in range(n)]
 
     def encode(self, items: list[Any]) -> np.ndarray:
         return sudoku_tokens([p for p, _ in items])
@@ -420,13 +440,15 @@ class FrameMazeData(_PooledData):
 
 
 def task_data(
-    skill: str, size: int, seed: int, pool: int = 0, *, frame: int = 0, mixer: str = "attn",
+    skill: str, size: int, seed: int, pool: int = 0, *, frame: int = 0, mixer: str = "attn", hard: float = 0.0,
 ) -> SudokuData | MazeData | FrameMazeData:
     """The data of ``skill`` at ``size``, or (mazes) of every grid up to ``frame`` x ``frame``."""
     if skill == "sudoku.solve":
         if frame:
             raise InputError("--frame is for maze.route; sudoku models take --size")
-        return SudokuData(size, seed, pool)
+        return SudokuData(size, seed, pool, hard=hard)
+    if hard:
+        raise InputError("the hard share (--set hard=...) is for sudoku.solve 9x9")
     if skill == "maze.route":
         return FrameMazeData(frame, seed, pool, mixer=mixer) if frame else MazeData(size, seed, pool)
     raise InputError(f"no trainable data for skill {skill!r}; choose one of {', '.join(SKILLS)}")

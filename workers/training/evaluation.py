@@ -15,9 +15,9 @@ import torch
 from tinyfleet_core.errors import ConfigError, InputError
 from workers.models.trm import IGNORE, RecursiveModel, run_recursive
 from workers.serving.neural import available_frames, checkpoint_path, load_checkpoint, set_torch_threads, sub_model
-from workers.training.data import SKILLS, FrameMazeData, TaskData, task_data
+from workers.training.data import HARD_GIVENS, SKILLS, FrameMazeData, SudokuData, TaskData, task_data
 
-__all__ = ["FRAME_REPORT", "check_args", "default_device", "eval_command", "evaluate", "frame_report", "speed"]
+__all__ = ["FRAME_REPORT", "check_args", "default_device", "eval_command", "evaluate", "frame_report", "hard_band_eval", "speed"]
 
 
 @torch.no_grad()
@@ -113,6 +113,18 @@ def frame_report(
     return rows
 
 
+def hard_band_eval(model: RecursiveModel, size: int, seed: int, n: int, *, device: str = "cpu") -> dict[str, Any]:
+    """Exact accuracy on ``n`` held-out puzzles of the size's hard band (HARD_GIVENS), halting
+    on the head and at the cap, for the model card."""
+    lo, hi = HARD_GIVENS[size]
+    data = SudokuData(size, seed, givens=(lo, hi))
+    halted = evaluate(model, data, n, seed, split="eval", device=device)
+    capped = evaluate(model, data, n, seed, split="eval", halt=False, device=device)
+    return {"givens": f"{lo}-{hi}", "n": n, "seed": seed, "exact": round(halted["exact"], 4),
+            "exact_at_cap": round(capped["exact"], 4), "mean_steps": round(halted["mean_steps"], 2),
+            "cell_acc": round(halted["cell_acc"], 4)}
+
+
 @torch.no_grad()
 def speed(model: RecursiveModel, data: TaskData, seed: int, *, device: str = "cpu") -> dict[str, float]:
     """Items/s of the model alone (halting on the head) at batch 1 (32 items one by one) and 256."""
@@ -164,6 +176,19 @@ def _frame_data(args: argparse.Namespace, card: dict[str, Any]) -> FrameMazeData
     return FrameMazeData(int(card["frame"]), int(args.seed), family=family, rows=rows, cols=cols)
 
 
+def _givens(raw: str | None, skill: str) -> tuple[int, int] | None:
+    """``--givens LO-HI`` (or N) as (lo, hi); None when not given."""
+    if raw is None:
+        return None
+    if skill != "sudoku.solve":
+        raise InputError("--givens is for sudoku.solve")
+    lo, _, hi = str(raw).partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise InputError(f"--givens takes LO-HI clue counts (e.g. 22-29) or one count, got {raw!r}") from None
+
+
 def eval_command(args: argparse.Namespace) -> int:
     """``tinyfleet eval``: exact accuracy, calibration, mean steps, items/s; ``--json``.
     ``--checkpoint PATH`` evaluates that file instead of the bundled one (its card gives the
@@ -177,6 +202,7 @@ def eval_command(args: argparse.Namespace) -> int:
     family, frame = getattr(args, "family", None), getattr(args, "frame", None)
     if args.skill != "maze.route" and (family or frame or getattr(args, "rows", None) or getattr(args, "cols", None)):
         raise InputError("--family, --rows, --cols and --frame are for maze.route")
+    givens = _givens(getattr(args, "givens", None), args.skill)
     if (getattr(args, "rows", None) or getattr(args, "cols", None)) and not family:
         raise InputError("--rows and --cols need --family (perfect, loops, random or rooms)")
     if given:
@@ -202,12 +228,16 @@ def eval_command(args: argparse.Namespace) -> int:
     else:
         if family:
             raise InputError(f"--family needs a frame checkpoint; {path.name} reads {card['size']}x{card['size']} mazes only")
-        data = task_data(args.skill, int(card["size"]), int(args.seed))
+        data = (SudokuData(int(card["size"]), int(args.seed), givens=givens) if givens
+                else task_data(args.skill, int(card["size"]), int(args.seed)))
     r = evaluate(model, data, int(args.n), int(args.seed), halt=bool(getattr(args, "halt", True)), device=device)
     r["model"] = args.model
     r["checkpoint"] = path.name
     r["train_wall_s"] = card.get("wall_s")
     shape = f"{data.size}x{data.size}"
+    if givens:
+        r["givens"] = f"{givens[0]}-{givens[1]}"
+        shape += f" with {givens[0]}-{givens[1]} givens"
     if isinstance(data, FrameMazeData):
         r |= {"frame": data.frame, "family": data.family or "mixture", "rows": data.rows, "cols": data.cols}
         shape = f"{data.family or 'mixture'} {f'{data.rows}x{data.cols}' if data.rows else f'up to {data.frame}x{data.frame}'} (frame {data.frame})"

@@ -34,6 +34,7 @@ class Recipe:
     eval_n: int = 256
     pool: int = 0  # pre-generated training items before augmentation (0: the kit's default)
     amp: bool = False  # bf16 autocast for the forward pass (the GPU recipes turn it on)
+    hard: float = 0.0  # sudoku 9x9: share of the pool from the hard band (22-29 givens, data.HARD_GIVENS)
 
 
 def default_recipe(skill: str, model: str, size: int, device: str = "cpu", frame: int = 0) -> tuple[dict[str, Any], Recipe]:
@@ -42,8 +43,11 @@ def default_recipe(skill: str, model: str, size: int, device: str = "cpu", frame
     gpu = device == "cuda"
     cfg: dict[str, Any]
     if frame:
-        # CPU probes (3-4 min each, 2026-12-02): batch 32 / lr 2e-3 beat batch 64 / lr 1e-3 and batch 16
-        cfg = {"d": 128 if gpu else 64, "n": 2, "T": 2, "N_sup": 8, "mixer": "attn", "heads": 4}
+        # CPU probes (2026-12-02/03, 5 min each, 1 torch thread): attention plateaued at 4-5% held-out
+        # exact on the mixture (and stayed there for 65 min); a 3x3 grid conv (no positions, one
+        # cell per block, n=3) reached 18% in the same 5 min; T=3 learned more per step but ran
+        # 3x slower per step. Batch 32 / lr 2e-3 beat batch 64 / lr 1e-3 and batch 16 (attention).
+        cfg = {"d": 128 if gpu else 64, "n": 3, "T": 2, "N_sup": 8, "mixer": "conv"}
         recipe = (Recipe(batch=256, warmup=300, min_lr=0.1, eval_n=512, amp=True, pool=150000)
                   if gpu else Recipe(batch=32, lr=2e-3, min_lr=0.1, pool=60000, eval_every_s=300, eval_n=200))
         if model == "hrm":

@@ -35,8 +35,16 @@ from workers.serving.neural import (  # noqa: F401  (frame_embed, frame_state: i
 )
 from workers.training.args import USER_CHECKPOINT_DIR, add_eval_options, add_train_options
 from workers.training.cards import frame_takes, train_card
-from workers.training.data import FrameMazeData, MazeData, SudokuData, TaskData, task_data
-from workers.training.evaluation import check_args, default_device, eval_command, evaluate, frame_report, speed
+from workers.training.data import HARD_GIVENS, FrameMazeData, MazeData, SudokuData, TaskData, task_data
+from workers.training.evaluation import (
+    check_args,
+    default_device,
+    eval_command,
+    evaluate,
+    frame_report,
+    hard_band_eval,
+    speed,
+)
 from workers.training.recipes import Recipe, default_recipe, make_model, split_overrides
 from workers.training.supervision import DeepSupervision, FrameSupervision, grid_positions, lr_at
 
@@ -194,6 +202,10 @@ def _finish(
         card["takes"]["items_per_s"] = speed(model, run.data, run.seed, device=run.device)
         run.say(f"[eval] items/s {card['takes']['items_per_s']}")
         save_checkpoint(run.ckpt, model.state_dict(), card)
+    if isinstance(run.data, SudokuData) and run.data.size in HARD_GIVENS and report_n > 0:
+        card["eval_hard"] = hard_band_eval(model, run.data.size, run.seed, report_n, device=run.device)
+        run.say(f"[eval] hard band {card['eval_hard']['givens']} givens: exact {card['eval_hard']['exact']:.3f}")
+        save_checkpoint(run.ckpt, model.state_dict(), card)
     run.say(f"[train] wrote {run.ckpt} ({run.ckpt.stat().st_size / 1e6:.2f} MB)")
     return card
 
@@ -232,7 +244,8 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     cfg_over, recipe = _recipe_for(skill, model_kind, size, device, frame, recipe, overrides)
-    data = task_data(skill, size, seed, recipe.pool, frame=frame, mixer=str(cfg_over.get("mixer", "mlp")) if model_kind == "trm" else "mlp")
+    data = task_data(skill, size, seed, recipe.pool, frame=frame, mixer=str(cfg_over.get("mixer", "mlp")) if model_kind == "trm" else "mlp",
+                     hard=recipe.hard)
     t_data = time.perf_counter()
     data.prepare(device, workers, Path(data_cache) if data_cache else None)  # before CUDA work: pool workers spawn
     model, prior = _start_model(skill, model_kind, data, cfg_over, resume, device, frame, seed)
