@@ -32,10 +32,12 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +306,75 @@ def mixed_plan(n_sudoku: int, n_maze: int, seed: int = 5) -> Any:
     steps += [Step(id=f"m{k}", skill="maze.route", inputs={"grid": maze.generate(7, rng, loops=0.3)}) for k in range(n_maze)]
     rng.shuffle(steps)
     return Plan(steps=steps, output=[s.id for s in steps])
+
+
+# ------------------------------------------------------------------ fault-run drivers (tests)
+
+DRIVER = str(HERE / "cluster_nodes.py")
+DRIVERS: list[subprocess.Popen[str]] = []  # killed when a test's cluster stops, should a test fail mid-run
+
+def journal_rows(path: Path) -> int:
+    try:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM steps").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def journal_ids(path: Path) -> Counter[str]:
+    with sqlite3.connect(path) as db:
+        return Counter(r[0] for r in db.execute("SELECT step_id FROM steps"))
+
+
+class Driver:
+    """A fault-run driver (tests/cluster_nodes.py) in a subprocess, attached to ``cluster``."""
+
+    def __init__(self, cluster: LocalCluster, tmp: Path, name: str, sudoku_n: int, maze_n: int, *, resume: bool = False) -> None:
+        """A new run of the mixed plan, or with ``resume`` the run in ``tmp/name.sqlite`` continued."""
+        self.journal, self.out = tmp / f"{name}.sqlite", tmp / f"{name}{'-resumed' if resume else ''}.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, DRIVER, "--address", cluster.address, "--sudoku", str(sudoku_n), "--maze", str(maze_n),
+             "--journal", str(self.journal), "--out", str(self.out), "--task-id", name, *(["--resume"] if resume else [])],
+            env=cluster.env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        DRIVERS.append(self.proc)
+        first = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not first:
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"the driver ended before placing its pools: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
+        got = json.loads(first)
+        self.placed: dict[str, list[str]] = got["placed"]
+        self.node_ids: dict[str, str] = got["nodes"]
+
+    def wait_rows(self, n: int, timeout: float = 180) -> int:
+        deadline = time.monotonic() + timeout
+        while (rows := journal_rows(self.journal)) < n:
+            assert self.proc.poll() is None, f"the driver ended early: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}"
+            assert time.monotonic() < deadline, f"only {rows} steps in the journal after {timeout} s"
+            time.sleep(0.05)
+        return rows
+
+    def result(self, timeout: float = 300) -> dict[str, Any]:
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"the driver did not finish within {timeout} s: {err[-3000:]}") from None
+        assert self.proc.returncode == 0, err[-4000:]
+        return json.loads(self.out.read_text())
+
+
+def settled_once(got: dict[str, Any], journal: Path, steps: int) -> dict[str, Any]:
+    """Every step verified or failed with a stated reason, each in the journal exactly once."""
+    report = got["report"]
+    assert len(report["steps"]) == steps
+    for s in report["steps"]:
+        assert s["status"] == "verified" or s["error"], s["step_id"]
+        assert len(s["tiers_tried"]) == len(set(s["tiers_tried"]))  # no tier answered a step twice
+    ids = journal_ids(journal)
+    assert len(ids) == steps and set(ids.values()) == {1}, ids.most_common(3)
+    return report
 
 
 def _node_names() -> dict[str, str]:

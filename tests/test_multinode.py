@@ -22,22 +22,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cluster_nodes import HERE, RAY, ROOT, LocalCluster, _pgid_members
+from cluster_nodes import DRIVERS, RAY, ROOT, Driver, LocalCluster, _pgid_members, journal_ids, journal_rows, settled_once
 
 from workers.kits import sudoku
-
-DRIVER = str(HERE / "cluster_nodes.py")
-_drivers: list[subprocess.Popen[str]] = []  # killed when the cluster stops, should a test fail mid-run
 
 
 @pytest.fixture(scope="module")
@@ -48,74 +41,11 @@ def cluster() -> Iterator[LocalCluster]:
         c.add_nodes([("cpu-a", "cpu_worker"), ("cpu-b", "cpu_worker"), ("gpu-a", "gpu_worker")])
         yield c
     finally:
-        for proc in _drivers:
+        for proc in DRIVERS:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
         c.stop()
-
-
-def _journal_rows(path: Path) -> int:
-    try:
-        with sqlite3.connect(path) as db:
-            return int(db.execute("SELECT count(*) FROM steps").fetchone()[0])
-    except sqlite3.Error:  # not created yet
-        return 0
-
-
-def _journal_ids(path: Path) -> Counter[str]:
-    with sqlite3.connect(path) as db:
-        return Counter(r[0] for r in db.execute("SELECT step_id FROM steps"))
-
-
-class Driver:
-    """A fault-run driver (tests/cluster_nodes.py) in a subprocess, attached to ``cluster``."""
-
-    def __init__(self, cluster: LocalCluster, tmp: Path, name: str, sudoku_n: int, maze_n: int) -> None:
-        self.journal, self.out = tmp / f"{name}.sqlite", tmp / f"{name}.json"
-        self.proc = subprocess.Popen(
-            [sys.executable, DRIVER, "--address", cluster.address, "--sudoku", str(sudoku_n), "--maze", str(maze_n),
-             "--journal", str(self.journal), "--out", str(self.out), "--task-id", name],
-            env=cluster.env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        _drivers.append(self.proc)
-        first = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not first:
-            self.proc.wait(timeout=30)
-            raise AssertionError(f"the driver ended before placing its pools: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
-        got = json.loads(first)
-        self.placed: dict[str, list[str]] = got["placed"]
-        self.node_ids: dict[str, str] = got["nodes"]
-
-    def wait_rows(self, n: int, timeout: float = 180) -> int:
-        deadline = time.monotonic() + timeout
-        while (rows := _journal_rows(self.journal)) < n:
-            assert self.proc.poll() is None, f"the driver ended early: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}"
-            assert time.monotonic() < deadline, f"only {rows} steps in the journal after {timeout} s"
-            time.sleep(0.05)
-        return rows
-
-    def result(self, timeout: float = 300) -> dict[str, Any]:
-        try:
-            _, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"the driver did not finish within {timeout} s: {err[-3000:]}") from None
-        assert self.proc.returncode == 0, err[-4000:]
-        return json.loads(self.out.read_text())
-
-
-def _settled_once(got: dict[str, Any], journal: Path, steps: int) -> dict[str, Any]:
-    """Every step verified or failed with a stated reason, each in the journal exactly once."""
-    report = got["report"]
-    assert len(report["steps"]) == steps
-    for s in report["steps"]:
-        assert s["status"] == "verified" or s["error"], s["step_id"]
-        assert len(s["tiers_tried"]) == len(set(s["tiers_tried"]))  # no tier answered a step twice
-    ids = _journal_ids(journal)
-    assert len(ids) == steps and set(ids.values()) == {1}, ids.most_common(3)
-    return report
 
 
 @pytest.mark.slow
@@ -127,7 +57,7 @@ def test_pools_land_on_their_node_types_and_a_lost_cpu_node_loses_no_step(cluste
     for pool in ("mn.sudoku.propagate", "sudoku.exact", "maze.bfs"):
         assert {kinds[n] for n in base.placed[pool]} == {"cpu_worker"}, (pool, base.placed)
     quiet = base.result()
-    report = _settled_once(quiet, base.journal, n_sudoku + n_maze)
+    report = settled_once(quiet, base.journal, n_sudoku + n_maze)
     assert report["status"] == "succeeded" and report["totals"]["verified"] == n_sudoku + n_maze
     assert report["lost_nodes"] == [] and report["totals"]["resends"] == 0
 
@@ -136,7 +66,7 @@ def test_pools_land_on_their_node_types_and_a_lost_cpu_node_loses_no_step(cluste
     at = run.wait_rows(400)
     cluster.nodes[victim].kill()
     got = run.result()
-    report = _settled_once(got, run.journal, n_sudoku + n_maze)
+    report = settled_once(got, run.journal, n_sudoku + n_maze)
     assert report["status"] == "succeeded", report["error"]
     assert report["totals"]["verified"] == n_sudoku + n_maze
     assert report["totals"]["resends"] >= 1  # the batches the lost node held were sent again
@@ -158,7 +88,7 @@ def test_losing_the_last_gpu_node_while_its_pool_is_busy_climbs_past_with_a_reas
     at = run.wait_rows(200)  # the greedy pool's queue still holds hundreds of maze jobs
     cluster.nodes[victim].kill()
     got = run.result()
-    report = _settled_once(got, run.journal, n_sudoku + n_maze)
+    report = settled_once(got, run.journal, n_sudoku + n_maze)
     assert report["status"] == "succeeded", report["error"]
     assert report["totals"]["verified"] == n_sudoku + n_maze  # the exact tier (bfs, on cpu_worker) answered
     assert report["lost_nodes"] == [run.node_ids[victim]]
@@ -216,14 +146,14 @@ def test_driver_killed_then_resumed_reruns_no_verified_step(cluster: LocalCluste
     first = _submit(cluster, *run, str(task), "--journal", str(journal), wait=False)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     deadline = time.monotonic() + 240
-    while _journal_rows(journal) < 300:
+    while journal_rows(journal) < 300:
         assert time.monotonic() < deadline, "the job's driver did not settle 300 steps in 240 s"
         time.sleep(0.05)
     pid = _driver_pid(str(journal))
     assert pid is not None, "the job's driver process was not found"
     os.kill(pid, signal.SIGKILL)
     time.sleep(1.0)
-    before = _journal_ids(journal)
+    before = journal_ids(journal)
     assert 300 <= len(before) < n, len(before)  # killed in the middle of the run
 
     second = _submit(cluster, *run, "--resume", str(journal), wait=True)
@@ -232,7 +162,7 @@ def test_driver_killed_then_resumed_reruns_no_verified_step(cluster: LocalCluste
     report = json.loads(second.stdout[second.stdout.index("{"): second.stdout.rindex("}") + 1])
     assert report["status"] == "succeeded" and report["totals"]["verified"] == n
     assert report["totals"]["resumed"] == len(before)
-    after = _journal_ids(journal)
+    after = journal_ids(journal)
     assert len(after) == n
     rerun = [sid for sid in before if after[sid] > 1]
     assert rerun == []  # zero verified steps re-run
