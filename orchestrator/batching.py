@@ -3,14 +3,21 @@
 The first job to arrive opens a batch; the batch closes when it holds ``max_batch`` jobs or
 ``max_wait_ms`` has passed, then runs while the next batch fills. Jobs that would fill less than
 a batch per free lane (``spread``: a pool's replicas) are shared out evenly over those lanes. At most ``concurrency``
-batches run at once; further jobs wait in the queue (backpressure). The one batching layer of
-a pool: the local executor's, and the Ray router's in the driver (a Ray pool's actor runs each
-batch it is handed as it is).
+batches run at once; further jobs wait in the queue (backpressure: for a Ray pool, a batch
+running is one Ray call in flight, so a pool never has more than ``concurrency`` calls out,
+however many jobs are queued). The queue is a deque: taking a batch off it costs the batch's
+size, not the queue's, so 100,000 queued jobs cost no more per job than 100. The one batching
+layer of a pool: the local executor's, and the Ray router's in the driver (a Ray pool's actor
+runs each batch it is handed as it is).
+
+``running`` and ``peak_running`` say how many batches run now and the most that ever ran at
+once; ``queued`` how many jobs wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -39,12 +46,19 @@ class Batcher(Generic[J, R]):
         self._slots = asyncio.Semaphore(concurrency)
         self._free = concurrency  # slots not running a batch (the semaphore's count, readable)
         self.spread = max(1, spread)  # lanes that run in parallel (a pool's replicas)
-        self._queue: list[tuple[J, asyncio.Future[R]]] = []
+        self._queue: deque[tuple[J, asyncio.Future[R]]] = deque()
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.items = 0
+        self.running = 0
+        self.peak_running = 0
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a batch."""
+        return len(self._queue)
 
     async def submit(self, job: J) -> R:
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -95,8 +109,8 @@ class Batcher(Generic[J, R]):
             running = self.concurrency - self._free - 1  # batches already out (this one not counted)
             lanes = max(1, self.spread - running)
             size = min(self.max_batch, max(1, -(-len(self._queue) // lanes)))
-            batch, self._queue = self._queue[:size], self._queue[size:]
-            batch = [(j, f) for j, f in batch if not f.cancelled()]
+            taken = [self._queue.popleft() for _ in range(size)]
+            batch = [(j, f) for j, f in taken if not f.cancelled()]
             if not batch:
                 self._release()
                 continue
@@ -105,6 +119,8 @@ class Batcher(Generic[J, R]):
             task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[tuple[J, asyncio.Future[R]]]) -> None:
+        self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
         try:
             self.batches += 1
             self.items += len(batch)
@@ -127,6 +143,7 @@ class Batcher(Generic[J, R]):
                 if not fut.done():
                     fut.set_result(res)
         finally:
+            self.running -= 1
             self._release()
 
     def _release(self) -> None:

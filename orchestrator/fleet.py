@@ -33,7 +33,7 @@ from orchestrator.executor import Executor, LocalExecutor
 from orchestrator.journal import Journal, journal_path
 from orchestrator.learning import LearnerSettings, OnlineLearner
 from orchestrator.ledger import DriverClock
-from orchestrator.run import PlanRun
+from orchestrator.run import TRIALS_KEPT_UP_TO, PlanRun
 from planners.base import Planner
 from planners.plan_check import validate_plan
 from planners.rules import RulePlanner
@@ -194,16 +194,21 @@ class Fleet:
         policy: Policy | None = None,
         budget: Budget | None = None,
         on_event: Hook | None = None,
+        keep_trials: bool | None = None,
     ) -> RunReport:
         """Plan (unless ``plan`` is given), validate, and run ``task``; return its report.
 
         ``journal`` writes a run journal there; ``resume`` continues the run that journal
         recorded, re-running nothing that was already settled. ``policy`` and ``budget``
-        override the fleet's for this run. Bad input raises InputError or PlanError."""
+        override the fleet's for this run. Bad input raises InputError or PlanError.
+        ``keep_trials``: whether the report's settled steps keep their trials in memory
+        (default: unless the run has a journal and more than
+        :data:`~orchestrator.run.TRIALS_KEPT_UP_TO` steps; without a journal always), see
+        :func:`orchestrator.journal.report_steps`."""
         started = time.monotonic()
         clock = DriverClock()  # this coroutine runs on the event loop's thread: the driver
         planner_cost = Cost()
-        task, plan, jr, resumed = self._resolve_task(task, plan, resume, budget)
+        task, plan, jr, resumed = self._resolve_task(task, plan, resume, budget, keep_trials)
         tracker = BudgetTracker(task.budget, started)
         await self.executor.start()  # a bad or unreachable Ray address fails here, before planning
         if plan is None:
@@ -244,6 +249,7 @@ class Fleet:
             emit=emit,
             planner_cost=planner_cost,
             clock=clock,
+            keep_trials=keep_trials,
         )
         emit(Event(kind="plan_ready", run_id=task.id, data={"steps": len(plan.steps), "resumed": len(resumed), "planner": self.planner.name}))
         status = "interrupted"
@@ -260,7 +266,8 @@ class Fleet:
         return report
 
     def _resolve_task(
-        self, task: Task | dict[str, Any] | None, plan: Plan | None, resume: str | Path | None, budget: Budget | None
+        self, task: Task | dict[str, Any] | None, plan: Plan | None, resume: str | Path | None, budget: Budget | None,
+        keep_trials: bool | None = None,
     ) -> tuple[Task, Plan | None, Journal | None, dict[str, StepResult]]:
         """The task, plan, journal and settled steps a run starts from: a resumed journal's, or
         the caller's task with the run's (or the fleet's) budget put in."""
@@ -270,7 +277,8 @@ class Fleet:
             jr = Journal.open_existing(resume)
             task = jr.task()
             plan = jr.plan()
-            resumed = jr.settled()
+            big = plan is not None and len(plan.steps) > TRIALS_KEPT_UP_TO
+            resumed = jr.settled(trials=keep_trials if keep_trials is not None else not big)
         if task is None:
             raise ConfigError("run() needs a task (or resume= a journal)")
         if isinstance(task, dict):
@@ -332,6 +340,7 @@ class Fleet:
             planner_cost=run.planner_cost + planned.cost,
             kept={sid: r for sid, r in kept.items() if not r.resumed},
             clock=run.clock,
+            keep_trials=run.keep_trials,
         )
 
     async def run_plan(self, plan: Plan, task: Task | None = None, **kw: Any) -> RunReport:

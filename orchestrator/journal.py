@@ -1,18 +1,27 @@
 """The run journal: one SQLite file per run. The task and plan are written before any step
 runs; every finished step is appended (and committed) as it finishes, so a run killed at
-any moment can be resumed without re-running a settled step."""
+any moment can be resumed without re-running a settled step. Steps that finish together are
+committed in one transaction (:meth:`Journal.append_many`): one disk sync for a batch's steps,
+not one per step.
+
+A large run keeps its settled steps' trials here only (``orchestrator.run.TRIALS_KEPT_UP_TO``):
+:func:`report_steps` reads a report's steps back whole, one at a time, and
+:func:`write_report_json` writes the whole report as JSON from them without holding it all."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from tinyfleet_core.errors import ConfigError
-from tinyfleet_core.models import Plan, StepResult, Task
+from tinyfleet_core.models import Plan, RunReport, StepResult, Task
 
-__all__ = ["Journal", "journal_path"]
+__all__ = ["Journal", "journal_path", "report_steps", "write_report_json"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,13 +103,47 @@ class Journal:
                 (result.step_id, result.status, result.model_dump_json(), time.time()),
             )
 
-    def settled(self) -> dict[str, StepResult]:
-        """The latest settled (verified or accepted) result of each step."""
+    def append_many(self, results: Iterable[StepResult]) -> None:
+        """Append several results in one transaction (committed when this returns)."""
+        rows = [(r.step_id, r.status, r.model_dump_json(), time.time()) for r in results]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO steps (step_id, status, result, at) VALUES (?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def settled(self, *, trials: bool = True) -> dict[str, StepResult]:
+        """The latest settled (verified or accepted) result of each step; ``trials=False``
+        leaves each one's trials out (a large run's summary; they stay in the journal)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT step_id, result FROM steps WHERE status IN ('verified', 'accepted') ORDER BY seq"
             ).fetchall()
-        return {sid: StepResult.model_validate_json(raw) for sid, raw in rows}
+        out: dict[str, StepResult] = {}
+        for sid, raw in rows:
+            r = StepResult.model_validate_json(raw)
+            if not trials:
+                r.trials = []
+            out[sid] = r
+        return out
+
+    def latest_seqs(self) -> dict[str, int]:
+        """Each step's latest entry (its ``seq``)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT step_id, MAX(seq) FROM steps GROUP BY step_id").fetchall())
+
+    def entry(self, seq: int) -> StepResult:
+        """The entry ``seq`` (see :meth:`latest_seqs`)."""
+        with self._lock:
+            row = self._db.execute("SELECT result FROM steps WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise ConfigError(f"journal {self.path} has no entry {seq}")
+        return StepResult.model_validate_json(row[0])
 
     def entries(self) -> list[StepResult]:
         """Every appended result, in order (a step appears again each time it re-ran)."""
@@ -115,3 +158,55 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _trials_elsewhere(r: StepResult) -> bool:
+    return r.settled and not r.trials  # a settled step has the trial it settled on, unless it was left out
+
+
+def report_steps(report: RunReport) -> Iterator[StepResult]:
+    """``report.steps`` whole, in plan order, one at a time: a step whose trials the run kept
+    in the journal only (a settled step with none) is read back from ``report.journal``."""
+    if report.journal is None or not any(_trials_elsewhere(r) for r in report.steps):
+        yield from report.steps
+        return
+    jr = Journal.open_existing(report.journal)
+    try:
+        seqs = jr.latest_seqs()
+        for r in report.steps:
+            if not _trials_elsewhere(r) or r.step_id not in seqs:
+                yield r
+                continue
+            full = jr.entry(seqs[r.step_id])
+            yield full if full.resumed == r.resumed else full.model_copy(update={"resumed": r.resumed})
+    finally:
+        jr.close()
+
+
+class TextSink(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+
+def write_report_json(report: RunReport, out: TextSink) -> None:
+    """Write ``report`` as ``run --json`` prints it (indented JSON, every step whole, trials
+    read back from the journal where the run kept them there), one step at a time."""
+    if report.journal is None or not any(_trials_elsewhere(r) for r in report.steps):
+        out.write(report.model_dump_json(indent=2))
+        out.write("\n")
+        return
+    head = report.model_dump(mode="json", exclude={"steps"})
+    out.write("{\n")
+    for k, name in enumerate(RunReport.model_fields):
+        sep = ",\n" if k < len(RunReport.model_fields) - 1 else "\n"
+        if name != "steps":
+            out.write(f'  {json.dumps(name)}: {_indented(json.dumps(head[name], indent=2, ensure_ascii=False))}{sep}')
+            continue
+        out.write('  "steps": [')
+        for i, step in enumerate(report_steps(report)):
+            out.write(("\n" if i == 0 else ",\n") + "    " + _indented(step.model_dump_json(indent=2), 4))
+        out.write(f"\n  ]{sep}" if report.steps else f"]{sep}")
+    out.write("}\n")
+
+
+def _indented(text: str, by: int = 2) -> str:
+    return text.replace("\n", "\n" + " " * by)

@@ -3,8 +3,15 @@
 One pool per worker kind; each pool is N async actors that build their worker once
 (``setup(device)``, so models load once) and run each batch they are handed. A router in the
 driver's event loop batches jobs per pool (the one batching layer), sends each batch to the
-actor with the fewest calls in flight (a semaphore per actor bounds them; the driver batcher's bounded
-concurrency is the backpressure), and applies the pool's deadline.
+actor with the fewest calls in flight, and applies the pool's deadline.
+
+Backpressure: a pool has at most ``replicas x max_concurrency`` Ray calls in flight
+(:attr:`~workers.base.PoolOptions.max_concurrency`, default 4, is the batches in flight per
+replica; a semaphore per actor and the driver batcher's concurrency both hold it), so at
+most ``replicas x max_concurrency x max_batch`` items are in Ray at once. Every other job
+waits in the driver's batcher queue as a job and a future, not as a Ray call: a batch of
+100,000 items is at most 8 calls out on a 2-replica pool. :meth:`RayExecutor.pool_load` reads
+the calls in flight, the most there ever were, the bound and the queue.
 
 Faults: actors restart (``max_restarts``); a batch whose actor died is re-sent to a live
 actor (the work is idempotent and only the first successful reply is used, so no item is
@@ -44,6 +51,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from orchestrator.batching import Batcher
 from orchestrator.cheap_tiers import PROBE_BATCHES, CostProbe, may_inline
 from orchestrator.executor import Executor, PoolSpec, _LocalPool, run_worker_batch
+from orchestrator.placement import MIN_CPUS, POOL_SLOTS, fit_cpus  # noqa: F401  (moved; kept importable from here)
+from orchestrator.placement import can_host as _can_host
 from orchestrator.ray_connect import (
     RayTarget,
     _init_ray,
@@ -57,7 +66,7 @@ from tinyfleet_core.errors import ConfigError, TinyfleetError, WorkerError, Work
 from tinyfleet_core.models import Attempt
 from workers.base import Job, PoolOptions, Worker
 
-__all__ = ["RayExecutor", "PoolActor", "RayTarget", "ensure_ray", "resolve_address", "fit_cpus"]
+__all__ = ["RayExecutor", "PoolActor", "PoolLoad", "RayTarget", "ensure_ray", "resolve_address", "fit_cpus"]
 
 log = logging.getLogger("tinyfleet.ray")
 _warned: set[str] = set()
@@ -68,32 +77,6 @@ def _warn_once(key: str, message: str) -> None:
         _warned.add(key)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
         log.warning(message)
-
-
-POOL_SLOTS = 16
-"""On a cluster with CPUs, one pool actor reserves at most ``1 / POOL_SLOTS`` of them, so the
-pools of every ladder rung (and their verifiers) fit on a small head at once."""
-MIN_CPUS = 0.01
-"""The smallest CPU share a pool actor is given; under it the cluster counts as full."""
-
-
-def fit_cpus(asked: float, replicas: int, total: float, available: float) -> float:
-    """The CPUs one actor of a pool reserves on a cluster with ``total`` CPUs of which
-    ``available`` are free: what the pool asked, at most ``total / POOL_SLOTS``, and, when the
-    free CPUs cannot hold every replica at that, half the free share per replica (so later
-    pools still fit). WorkerUnavailable at once (never a placement wait that cannot end)
-    when not even :data:`MIN_CPUS` per replica is free."""
-    share = min(asked, total / POOL_SLOTS)
-    if share * replicas > available:
-        share = available / (2 * replicas)
-    share = float(int(share * 1000) / 1000)  # Ray's resource precision; never above what is free
-    if share < MIN_CPUS:
-        raise WorkerUnavailable(
-            f"the Ray cluster's CPUs are all reserved ({available:g} of {total:g} free): a pool needs "
-            f"{MIN_CPUS:g} CPU per replica for {replicas} replica(s); stop other jobs' actors, add CPUs "
-            "(ray start --num-cpus=N) or run with --address local"
-        )
-    return share
 
 
 class PoolActor:
@@ -149,11 +132,27 @@ class _ActorSlot:
     inflight: int = 0
 
 
+@dataclass(frozen=True)
+class PoolLoad:
+    """How loaded a Ray pool is: Ray calls (batches) in flight now, the most that were ever in
+    flight at once, the bound they never exceed (``replicas x max_concurrency``), jobs waiting
+    in the driver's queue, and batches sent so far (re-sends included)."""
+
+    in_flight: int
+    peak_in_flight: int
+    bound: int
+    queued: int
+    batches: int
+
+
 @dataclass
 class _RayPool:
     spec: PoolSpec
     options: PoolOptions
     actors: list[_ActorSlot] = field(default_factory=list)
+    in_flight: int = 0  # Ray calls out now (solve.remote sent, no reply yet)
+    peak_in_flight: int = 0
+    calls: int = 0
     batcher: Batcher[Job, Attempt] | None = None
     info: list[dict[str, Any]] = field(default_factory=list)
     probe: CostProbe = field(default_factory=CostProbe)
@@ -398,6 +397,16 @@ class RayExecutor(Executor):
         """Where each actor of a pool runs (pid, node, device, GPU ids)."""
         return list(self._pools[name].info)
 
+    def pool_load(self, name: str) -> PoolLoad:
+        """The pool's Ray calls in flight, their peak and bound, and its queue (see the module's
+        backpressure note); ConfigError for a pool this executor does not host on Ray."""
+        pool = self._pools.get(name)
+        if pool is None:
+            raise ConfigError(f"no Ray pool named {name!r} (pools: {sorted(self._pools)})")
+        bound = max(1, pool.options.replicas) * max(1, pool.options.max_concurrency)
+        queued = pool.batcher.queued if pool.batcher is not None else 0
+        return PoolLoad(pool.in_flight, pool.peak_in_flight, bound, queued, pool.calls)
+
     def actor_handles(self, name: str) -> list[Any]:
         """The pool's actor handles (for fault-injection tests and operators)."""
         return [a.handle for a in self._pools[name].actors]
@@ -469,6 +478,9 @@ class RayExecutor(Executor):
         try:
             async with slot.sem:
                 ref = slot.handle.solve.remote(jobs)
+                pool.calls += 1
+                pool.in_flight += 1
+                pool.peak_in_flight = max(pool.peak_in_flight, pool.in_flight)
                 try:
                     out: list[Attempt] = await asyncio.wait_for(ref, pool.options.timeout_s)
                 except TimeoutError:
@@ -476,6 +488,8 @@ class RayExecutor(Executor):
                     raise WorkerError(
                         f"pool {pool.spec.name!r} took longer than {pool.options.timeout_s:g} s on a batch of {len(jobs)}"
                     ) from None
+                finally:
+                    pool.in_flight -= 1
         except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError,
                 ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
             self.stats.resends += len(jobs)
@@ -518,12 +532,6 @@ class RayExecutor(Executor):
 
 NODE_POLL_S = 1.0
 """How often an executor attached to a cluster looks for lost nodes (one ``ray.nodes()`` call)."""
-
-
-def _can_host(opts: PoolOptions, resources: dict[str, float]) -> bool:
-    """Whether a node with these total resources can host one actor of a pool placed with ``opts``."""
-    asks = {**opts.resources, **({"GPU": opts.num_gpus} if opts.num_gpus > 0 else {}), **({"CPU": opts.num_cpus} if opts.num_cpus > 0 else {})}
-    return all(resources.get(k, 0.0) >= v for k, v in asks.items())
 
 
 class _ActorGone(Exception):

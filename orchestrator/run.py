@@ -20,6 +20,15 @@ second call, made after the first answered.
 Every verification (:mod:`orchestrator.verification`) is timed into the step's
 ``cost.verifier_s``; the driver's own CPU time is read from the run's
 :class:`~orchestrator.ledger.DriverClock` when the report is built.
+
+Scale: the loop's cost per step does not grow with the plan. At most
+:data:`MAX_RUNNING_STEPS` steps are in flight, and finished ones are found without a scan
+(:class:`~orchestrator.inflight.InFlight`). The steps that finish in one tick are journaled
+in one transaction, committed before any of them is reported or releases a dependant. A run
+with a journal and more than :data:`TRIALS_KEPT_UP_TO` steps keeps its settled steps in
+memory without their trials (the journal has every attempt and verdict;
+:func:`orchestrator.journal.report_steps` reads them back, ``run --json`` prints the whole
+report from there): a summary per step, not every attempt's payload.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from pydantic import BaseModel
 from orchestrator.budget import BudgetTracker
 from orchestrator.escalation import Policy, best_scored, companion_tier, ladder_for, select, select_rule
 from orchestrator.executor import Executor, PoolSpec
+from orchestrator.inflight import InFlight, fewer_collections
 from orchestrator.journal import Journal
 from orchestrator.ledger import DriverClock, totals
 from orchestrator.scheduler import StepScheduler
@@ -80,9 +90,19 @@ class FleetParts(Protocol):
     @property
     def prices(self) -> PriceTable: ...
 
-__all__ = ["PlanRun"]
+__all__ = ["PlanRun", "MAX_RUNNING_STEPS", "TRIALS_KEPT_UP_TO"]
 
 Emit = Callable[[Event], None]
+
+MAX_RUNNING_STEPS = 10_000
+"""Steps one run has in flight at most (started, not finished). Far above what pools take
+at once (a pool has ``replicas x max_concurrency`` batches in Ray), it bounds the driver's
+memory for the steps in flight (a few kB each) on plans of 100,000 steps; the rest wait as
+step ids, in plan order, and start as running steps finish."""
+
+TRIALS_KEPT_UP_TO = 5_000
+"""A run with a journal and more steps than this keeps its settled steps' trials in the
+journal only (``Fleet.run(keep_trials=...)`` decides for one run)."""
 
 
 class PlanRun:
@@ -103,6 +123,7 @@ class PlanRun:
         planner_cost: Cost,
         kept: dict[str, StepResult] | None = None,
         clock: DriverClock | None = None,
+        keep_trials: bool | None = None,
     ) -> None:
         self.fleet = fleet
         self.task = task
@@ -119,8 +140,12 @@ class PlanRun:
         self.outputs: dict[str, Any] = {}
         self.stop_reason: str | None = None
         self.broken_pools: dict[str, str] = {}
+        if keep_trials is None:
+            keep_trials = journal is None or len(plan.steps) <= TRIALS_KEPT_UP_TO
+        self.keep_trials = keep_trials or journal is None  # without a journal nothing else holds them
+        self.max_running = MAX_RUNNING_STEPS
         for sid, r in resumed.items():
-            self.results[sid] = r.model_copy(update={"resumed": True})
+            self.results[sid] = r.model_copy(update={"resumed": True, **({} if self.keep_trials else {"trials": []})})
             self.outputs[sid] = r.output
         for sid, r in (kept or {}).items():  # settled earlier in this run (before a replan)
             self.results[sid] = r
@@ -137,34 +162,35 @@ class PlanRun:
         for sid, r in self.results.items():
             if r.resumed:
                 self.emit("step_done", sid, r.tier, status=r.status, resumed=True)
-        running: dict[asyncio.Task[StepResult], str] = {}
+        flight: InFlight[StepResult] = InFlight(self.max_running)
+        with fewer_collections(len(self.plan.steps)):
+            await self._loop(schedule, flight)
+        why = f"not run: budget {self.stop_reason} ran out" if self.stop_reason else "not run"
+        never = [*flight.waiting, *schedule.unreleased()]  # released but not started (a stop), or never released
+        self._finish_all([self._skipped(self.steps[sid], why) for sid in never if sid not in self.results])
+        return self._report(time.monotonic() - started)
+
+    async def _loop(self, schedule: StepScheduler, flight: InFlight[StepResult]) -> None:
+        """Start what is ready, record what finished, until nothing runs (or a deadline)."""
         try:
             while True:
                 if self.stop_reason is None:
-                    self._dispatch(schedule, running)
-                if not running:
+                    self._dispatch(schedule, flight)
+                if not flight.running:
                     break
-                done, _ = await asyncio.wait(running, timeout=self.budget.time_left(), return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    await self._stop_at_deadline(running)
+                done = await flight.finished(self.budget.time_left())
+                if done is None:
+                    await self._stop_at_deadline(flight)
                     break
-                for t in done:
-                    sid = running.pop(t)
-                    self._finish(t.result())
+                self._finish_all([r for _, r in done])  # one journal transaction for the tick's steps
+                for sid, _ in done:
                     schedule.done(sid)
                 if self.budget.exhausted and self.stop_reason is None:
                     self.stop_reason = self.budget.exhausted
                     self.emit("budget_stop", budget=self.stop_reason)
         except asyncio.CancelledError:
-            for t in running:
-                t.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await flight.cancel()
             raise
-        why = f"not run: budget {self.stop_reason} ran out" if self.stop_reason else "not run"
-        for sid in schedule.unreleased():
-            if sid not in self.results:
-                self._finish(self._skipped(self.steps[sid], why))
-        return self._report(time.monotonic() - started)
 
     def _warm_pools(self) -> None:
         """Start, at once and in the background, every pool any step's ladder may climb to,
@@ -199,46 +225,59 @@ class PlanRun:
         if isinstance(e, TinyfleetError):  # other errors: the step that needs the pool meets them itself
             self.broken_pools.setdefault(pool, f"pool {pool!r} failed to start earlier in this run: {e}")
 
-    def _dispatch(self, schedule: StepScheduler, running: dict[asyncio.Task[StepResult], str]) -> None:
-        """Start every step the schedule releases. A step finished earlier (resumed, kept) and
-        a step behind an unsettled dependency (skipped, with the reason) are done at once,
-        which may release more."""
-        while ready := schedule.ready():
-            for sid in ready:
+    def _dispatch(self, schedule: StepScheduler, flight: InFlight[StepResult]) -> None:
+        """Start the steps the schedule releases, in plan order, while fewer than
+        :data:`MAX_RUNNING_STEPS` run. A step finished earlier (resumed, kept) and a step
+        behind an unsettled dependency (skipped, with the reason) are done at once, which may
+        release more."""
+        waiting = flight.waiting
+        while True:
+            waiting.extend(schedule.ready())
+            if not waiting:
+                return
+            while waiting:
+                sid = waiting[0]
                 if sid not in self.results:
                     blocked = next((d for d in schedule.deps[sid] if not self.results[d].settled), None)
                     if blocked is None:
-                        running[asyncio.ensure_future(self._run_step(self.steps[sid]))] = sid
+                        if flight.full:
+                            return  # the rest start as running steps finish
+                        flight.start(waiting.popleft(), self._run_step(self.steps[sid]))
                         continue
                     why = f"depends on step {blocked!r}, which {self.results[blocked].status}"
                     self._finish(self._skipped(self.steps[sid], why))
+                waiting.popleft()
                 schedule.done(sid)
 
-    async def _stop_at_deadline(self, running: dict[asyncio.Task[StepResult], str]) -> None:
+    async def _stop_at_deadline(self, flight: InFlight[StepResult]) -> None:
         self.stop_reason = "deadline_s"
         self.emit("budget_stop", budget="deadline_s")
-        for t in running:
-            t.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        for sid in running.values():
-            self._finish(self._skipped(self.steps[sid], f"stopped: deadline of {self.task.budget.deadline_s:g} s passed"))
-        running.clear()
+        why = f"stopped: deadline of {self.task.budget.deadline_s:g} s passed"
+        self._finish_all([self._skipped(self.steps[sid], why) for sid in await flight.cancel()])
 
     def _finish(self, result: StepResult) -> None:
-        self.results[result.step_id] = result
-        if result.settled:
-            self.outputs[result.step_id] = result.output
-        if self.journal is not None and result.status != "skipped":
-            self.journal.append(result)
-        self.emit(
-            "step_done",
-            result.step_id,
-            result.tier,
-            status=result.status,
-            escalated=result.escalated,
-            error=result.error,
-            worker_s=result.cost.worker_s,
-        )
+        self._finish_all([result])
+
+    def _finish_all(self, results: list[StepResult]) -> None:
+        """Record finished steps: journal them first (one transaction), then keep each (without
+        its trials when this run keeps them in the journal only) and report it."""
+        if self.journal is not None:
+            self.journal.append_many([r for r in results if r.status != "skipped"])
+        for result in results:
+            if not self.keep_trials and result.settled:
+                result.trials = []  # in the journal; report_steps() reads them back
+            self.results[result.step_id] = result
+            if result.settled:
+                self.outputs[result.step_id] = result.output
+            self.emit(
+                "step_done",
+                result.step_id,
+                result.tier,
+                status=result.status,
+                escalated=result.escalated,
+                error=result.error,
+                worker_s=result.cost.worker_s,
+            )
 
     def _skipped(self, step: Step, why: str) -> StepResult:
         now = time.time()

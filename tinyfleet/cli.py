@@ -22,7 +22,7 @@ from orchestrator.console import render_report
 from orchestrator.escalation import Policy, ladder_for
 from orchestrator.exit_status import _UsageError, interruptible, note_journal, run_guarded
 from orchestrator.fleet import Fleet
-from orchestrator.journal import journal_path
+from orchestrator.journal import journal_path, write_report_json
 from orchestrator.progress import Progress
 from orchestrator.taskfile import load_task, read_json
 from tinyfleet_core.errors import ConfigError
@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_report(report: RunReport, as_json: bool, progress: Progress | None = None, task: Task | None = None) -> None:
-    if as_json:
-        print(report.model_dump_json(indent=2))
+    if as_json:  # every step whole: a large run's trials are read back from its journal
+        write_report_json(report, sys.stdout)
     else:
         console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
         render_report(report, console, reasons=progress.reasons if progress else None, inputs=task.inputs if task else None)

@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "startup": ".startup",
     "learning": ".learning",
     "serving": ".serving",
+    "scale": ".scale",
 }
 
 
