@@ -17,7 +17,7 @@ from orchestrator.config import FleetConfig
 from orchestrator.escalation import LARGE, Policy
 from orchestrator.executor import Executor, LocalExecutor, PoolSpec
 from orchestrator.fleet import Fleet
-from orchestrator.journal import Journal
+from orchestrator.journal import Journal, report_steps, write_report_json
 from orchestrator.ray_executor import RayExecutor
 from orchestrator.tracing import OpenTelemetryHook, StepSpans
 from planners.plan_check import validate_plan
@@ -32,6 +32,8 @@ __all__ = [
     "RayExecutor",
     "PoolSpec",
     "Journal",
+    "report_steps",
+    "write_report_json",
     "BudgetTracker",
     "validate_plan",
     "FleetConfig",

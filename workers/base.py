@@ -120,6 +120,9 @@ class PoolOptions:
     max_batch: int = 64
     max_wait_ms: float = 2.0
     max_concurrency: int = 4
+    """Batches one replica runs at once; on Ray also the bound on calls in flight per replica
+    (``replicas x max_concurrency`` per pool; every other job waits in the driver's queue, so a
+    batch of 100,000 items never becomes 100,000 Ray calls: ``RayExecutor.pool_load``)."""
     inline: bool = False
     """Run in the driver process even under Ray (cheap tools, pure-Python heuristics)."""
     resources: dict[str, float] = field(default_factory=dict)
