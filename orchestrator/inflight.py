@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 from collections import deque
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ class InFlight(Generic[T]):
         self.running: dict[asyncio.Task[T], str] = {}
         self.waiting: deque[str] = deque()
         self._finished: list[asyncio.Task[T]] = []
+        self._failed: asyncio.Task[T] | None = None  # the first step that raised, not yet raised here
         self._wake = asyncio.Event()
 
     @property
@@ -59,9 +61,10 @@ class InFlight(Generic[T]):
         self._wake.set()
 
     async def finished(self, timeout: float | None) -> list[tuple[str, T]] | None:
-        """The steps that finished since the last call, as (step id, result), waiting up to
-        ``timeout`` seconds (None: no limit) for the first; None when the time ran out first.
-        A step that raised raises here."""
+        """The steps that finished since the last call with a result, as (step id, result),
+        waiting up to ``timeout`` seconds (None: no limit) for the first; None when the time ran
+        out first. A step that raised (or was cancelled) is kept for :meth:`raise_failure`, so
+        the results that finished beside it are handed back (and journaled) first."""
         if not self._finished:
             self._wake.clear()
             try:
@@ -70,23 +73,46 @@ class InFlight(Generic[T]):
                 if not self._finished:
                     return None
         done, self._finished = self._finished, []
-        return [(self.running.pop(t), t.result()) for t in done]
+        out: list[tuple[str, T]] = []
+        for t in done:
+            key = self.running.pop(t)
+            if not t.cancelled() and t.exception() is None:
+                out.append((key, t.result()))
+            elif self._failed is None:
+                self._failed = t
+        return out
 
-    async def cancel(self) -> list[str]:
-        """Cancel every running step and wait for them; returns their ids."""
+    def raise_failure(self) -> None:
+        """Raise what the first step that failed raised (see :meth:`finished`); else nothing."""
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            failed.result()
+
+    async def cancel(self) -> tuple[list[str], list[tuple[str, T]]]:
+        """Cancel every running step and wait for them. Returns the ids of the steps stopped,
+        and (step id, result) of those that had finished with a result all the same (done in
+        the tick of the cancel, not yet handed back by :meth:`finished`)."""
         tasks = list(self.running)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        keys = list(self.running.values())
+        stopped: list[str] = []
+        finished: list[tuple[str, T]] = []
+        for t, key in self.running.items():
+            if not t.cancelled() and t.exception() is None:
+                finished.append((key, t.result()))
+            else:
+                stopped.append(key)
         self.running.clear()
         self._finished.clear()
-        return keys
+        return stopped, finished
 
 
 class _Collector:
-    """How many large runs are going, and the thresholds to put back when the last ends."""
+    """How many large runs are going (in any thread), and the thresholds to put back when the
+    last ends (None: this module changed nothing)."""
 
+    lock = threading.Lock()
     runs = 0
     saved: tuple[int, int, int] | None = None
 
@@ -95,22 +121,23 @@ class _Collector:
 def fewer_collections(steps: int) -> Iterator[None]:
     """For a plan of more than :data:`LARGE_PLAN_STEPS` steps, raise the collector's first
     threshold to :data:`YOUNG_THRESHOLD` until the last such run in this process ends, then put
-    the thresholds back. A process whose first threshold is already as high keeps its own."""
+    the thresholds back. A process whose first threshold is already as high, or 0 (automatic
+    collection off), keeps its own."""
     if steps <= LARGE_PLAN_STEPS:
         yield
         return
-    if _Collector.runs == 0:
-        current = gc.get_threshold()
-        if current[0] >= YOUNG_THRESHOLD:
-            yield
-            return
-        _Collector.saved = (current[0], current[1], current[2])
-        gc.set_threshold(YOUNG_THRESHOLD, current[1], current[2])
-    _Collector.runs += 1
+    with _Collector.lock:
+        if _Collector.runs == 0:
+            current = gc.get_threshold()
+            if 0 < current[0] < YOUNG_THRESHOLD:
+                _Collector.saved = (current[0], current[1], current[2])
+                gc.set_threshold(YOUNG_THRESHOLD, current[1], current[2])
+        _Collector.runs += 1
     try:
         yield
     finally:
-        _Collector.runs -= 1
-        if _Collector.runs == 0 and _Collector.saved is not None:
-            gc.set_threshold(*_Collector.saved)
-            _Collector.saved = None
+        with _Collector.lock:
+            _Collector.runs -= 1
+            if _Collector.runs == 0 and _Collector.saved is not None:
+                gc.set_threshold(*_Collector.saved)
+                _Collector.saved = None

@@ -104,18 +104,22 @@ class Journal:
             )
 
     def append_many(self, results: Iterable[StepResult]) -> None:
-        """Append several results in one transaction (committed when this returns)."""
+        """Append several results in one transaction (committed when this returns). When the
+        insert or the commit fails (a reader kept the file locked past the busy timeout, a full
+        disk) none of them is in the journal, the error is raised, and the journal takes the
+        next write as before (no transaction is left open to swallow it)."""
         rows = [(r.step_id, r.status, r.model_dump_json(), time.time()) for r in results]
         if not rows:
             return
         with self._lock:
-            self._db.execute("BEGIN")
             try:
+                self._db.execute("BEGIN")
                 self._db.executemany("INSERT INTO steps (step_id, status, result, at) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def settled(self, *, trials: bool = True) -> dict[str, StepResult]:
         """The latest settled (verified or accepted) result of each step; ``trials=False``
@@ -133,9 +137,12 @@ class Journal:
         return out
 
     def latest_seqs(self) -> dict[str, int]:
-        """Each step's latest entry (its ``seq``)."""
+        """Each step's latest settled entry (its ``seq``): the one :meth:`settled` and a resume
+        take, even where a later run on the same file appended a failure after it."""
         with self._lock:
-            return dict(self._db.execute("SELECT step_id, MAX(seq) FROM steps GROUP BY step_id").fetchall())
+            return dict(self._db.execute(
+                "SELECT step_id, MAX(seq) FROM steps WHERE status IN ('verified', 'accepted') GROUP BY step_id"
+            ).fetchall())
 
     def entry(self, seq: int) -> StepResult:
         """The entry ``seq`` (see :meth:`latest_seqs`)."""

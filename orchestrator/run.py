@@ -183,12 +183,13 @@ class PlanRun:
                     await self._stop_at_deadline(flight)
                     break
                 self._finish_all([r for _, r in done])  # one journal transaction for the tick's steps
+                flight.raise_failure()  # a step that raised ends the run, once the rest are journaled
                 for sid, _ in done:
                     schedule.done(sid)
                 if self.budget.exhausted and self.stop_reason is None:
                     self.stop_reason = self.budget.exhausted
                     self.emit("budget_stop", budget=self.stop_reason)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Exception):  # no step keeps running after the run ends
             await flight.cancel()
             raise
 
@@ -253,7 +254,8 @@ class PlanRun:
         self.stop_reason = "deadline_s"
         self.emit("budget_stop", budget="deadline_s")
         why = f"stopped: deadline of {self.task.budget.deadline_s:g} s passed"
-        self._finish_all([self._skipped(self.steps[sid], why) for sid in await flight.cancel()])
+        stopped, finished = await flight.cancel()  # a step done in the deadline's tick keeps its result
+        self._finish_all([*(r for _, r in finished), *(self._skipped(self.steps[sid], why) for sid in stopped)])
 
     def _finish(self, result: StepResult) -> None:
         self._finish_all([result])

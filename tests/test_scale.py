@@ -137,7 +137,19 @@ async def test_inflight_hands_back_what_finished_and_times_out() -> None:
     assert flight.full
     assert await flight.finished(10) == [("a", 1)]
     assert await flight.finished(0.05) is None  # b still runs
-    assert await flight.cancel() == ["b"] and not flight.running
+    assert await flight.cancel() == (["b"], []) and not flight.running
+
+
+async def test_a_cancel_hands_back_a_step_that_finished_in_its_tick() -> None:
+    flight: InFlight[int] = InFlight(2)
+
+    async def value(v: int) -> int:
+        return v
+
+    flight.start("a", value(1))
+    flight.start("b", asyncio.sleep(30, 2))
+    await asyncio.sleep(0)  # a has run to its end; the loop has not taken it yet
+    assert await flight.cancel() == (["b"], [("a", 1)]) and not flight.running
 
 
 def test_steps_finishing_together_share_one_journal_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,3 +197,106 @@ def test_a_large_run_raises_the_collectors_young_threshold_and_puts_it_back(monk
     with inflight.fewer_collections(100), inflight.fewer_collections(100):  # two large runs at once
         assert gc.get_threshold()[0] == max(before[0], inflight.YOUNG_THRESHOLD)
     assert gc.get_threshold() == before
+
+
+def test_a_step_that_raises_loses_no_result_finished_in_the_same_tick(tmp_path: Path) -> None:
+    """A step that raises (here: the run's own event hook, on one step's verdict) ends the run
+    with that error; the steps that finished in the same tick are journaled first."""
+    dispatched: set[str] = set()
+
+    def hook(ev: Event) -> None:
+        if ev.kind == "step_dispatched" and ev.step_id is not None:
+            dispatched.add(ev.step_id)
+        if ev.kind == "verdict" and ev.step_id == "item2":
+            raise RuntimeError("a hook's bug")
+
+    journal = tmp_path / "boom.sqlite"
+    with pytest.raises(RuntimeError, match="a hook's bug"):
+        _run(8, journal, on_event=hook)
+    journaled = {r.step_id for r in Journal.open_existing(journal).entries()}
+    assert dispatched == {f"item{k}" for k in range(8)}  # one batch: all eight finished together
+    assert journaled == dispatched - {"item2"}
+
+
+async def test_inflight_hands_back_every_result_of_a_tick_before_a_failure() -> None:
+    flight: InFlight[int] = InFlight(4)
+
+    async def value(v: int) -> int:
+        return v
+
+    async def fail() -> int:
+        raise ValueError("step bug")
+
+    flight.start("a", value(1))
+    flight.start("b", fail())
+    flight.start("c", value(3))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    done = await flight.finished(10)
+    assert done == [("a", 1), ("c", 3)]  # the results first ...
+    with pytest.raises(ValueError, match="step bug"):
+        flight.raise_failure()  # ... then the failure
+    assert not flight.running
+
+
+def test_a_resumed_step_reads_back_its_settled_entry_not_a_later_failure(tmp_path: Path) -> None:
+    """The same journal written by a second fresh run (the same task id: ``runs/<id>.sqlite``)
+    in which item0 failed: a resume takes item0's settled entry, and so does report_steps."""
+    journal = tmp_path / "again.sqlite"
+    _run(12, journal, keep_trials=False)
+    refuse0 = define_skill(
+        "test.echo", "Echo k.", N, Echo,
+        ladder=[tier("echo", lambda x: Echo(k=x.k), max_batch=16)],
+        verifier=lambda x, ans: (x.k not in (0, 3), "k 0 and 3 are refused"),
+    )
+    with Fleet(executor="local") as fleet:
+        fleet.add_skill(refuse0)
+        second = fleet.run_sync(Task(id="echo-12", skill="test.echo", inputs={"items": [{"k": k} for k in range(12)]}),
+                                journal=journal, keep_trials=False)
+    assert {s.step_id for s in second.steps if s.status == "failed"} == {"item0", "item3"}
+    with Fleet(executor="local") as fleet:
+        fleet.add_skill(_skill())
+        resumed = fleet.run_sync(resume=journal, keep_trials=False)
+    summary = {s.step_id: s for s in resumed.steps}
+    assert summary["item0"].resumed and summary["item0"].status == "verified"
+    back = {s.step_id: s for s in report_steps(resumed)}
+    assert back["item0"].status == "verified" and back["item0"].resumed
+    assert back["item0"].trials and all(t.verdict is not None and t.verdict.ok for t in back["item0"].trials)
+
+
+def test_a_large_run_leaves_a_collector_switched_off_by_threshold_zero_alone() -> None:
+    import gc
+
+    import orchestrator.inflight as inflight
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(0, before[1], before[2])  # automatic collection off, as some services run
+        with inflight.fewer_collections(inflight.LARGE_PLAN_STEPS + 1):
+            assert gc.get_threshold()[0] == 0
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)
+    with inflight.fewer_collections(inflight.LARGE_PLAN_STEPS + 1):
+        assert gc.get_threshold()[0] == max(before[0], inflight.YOUNG_THRESHOLD)
+    assert gc.get_threshold() == before
+
+
+def test_a_failed_commit_leaves_nothing_half_written_and_the_journal_writable(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tinyfleet_core.models import StepResult
+
+    jr = Journal(tmp_path / "locked.sqlite")
+    jr._db.execute("PRAGMA busy_timeout = 0")  # fail at once instead of after SQLite's 5 s wait
+    reader = sqlite3.connect(jr.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM steps").fetchall()  # a reader's lock: the commit cannot take the file
+    first = [StepResult(step_id=f"a{k}", skill="s", status="verified") for k in range(3)]
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        jr.append_many(first)
+    reader.execute("COMMIT")
+    reader.close()
+    jr.append_many([StepResult(step_id="b", skill="s", status="verified")])
+    jr.close()
+    assert [r.step_id for r in Journal(tmp_path / "locked.sqlite").entries()] == ["b"]
