@@ -123,17 +123,18 @@ class Journal:
 
     def settled(self, *, trials: bool = True) -> dict[str, StepResult]:
         """The latest settled (verified or accepted) result of each step; ``trials=False``
-        leaves each one's trials out (a large run's summary; they stay in the journal)."""
+        leaves each one's trials out (a large run's summary; they stay in the journal), reading
+        the entries one at a time, so no more than one entry's trials are in memory at once."""
+        out: dict[str, StepResult] = {}
         with self._lock:
             rows = self._db.execute(
                 "SELECT step_id, result FROM steps WHERE status IN ('verified', 'accepted') ORDER BY seq"
-            ).fetchall()
-        out: dict[str, StepResult] = {}
-        for sid, raw in rows:
-            r = StepResult.model_validate_json(raw)
-            if not trials:
-                r.trials = []
-            out[sid] = r
+            )
+            for sid, raw in rows:
+                r = StepResult.model_validate_json(raw)
+                if not trials:
+                    r.trials = []
+                out[sid] = r
         return out
 
     def latest_seqs(self) -> dict[str, int]:

@@ -300,3 +300,28 @@ def test_a_failed_commit_leaves_nothing_half_written_and_the_journal_writable(tm
     jr.append_many([StepResult(step_id="b", skill="s", status="verified")])
     jr.close()
     assert [r.step_id for r in Journal(tmp_path / "locked.sqlite").entries()] == ["b"]
+
+
+def test_resuming_a_large_run_never_holds_every_entrys_trials_at_once(tmp_path: Path) -> None:
+    """``settled(trials=False)`` (a large run's resume) reads entries one at a time: its peak
+    memory is one entry's payload, not the journal's."""
+    import tracemalloc
+
+    from tinyfleet_core.models import Attempt, StepResult, Trial
+
+    jr = Journal(tmp_path / "wide.sqlite")
+    blob = "x" * 50_000
+    jr.append_many(
+        StepResult(step_id=f"s{k}", skill="s", status="verified", output={"k": k},
+                   trials=[Trial(attempt=Attempt(output={"blob": blob}, confidence=1.0, worker="w"))])
+        for k in range(200)
+    )  # 200 entries of 50 kB: 10 MB of trials in the journal
+    tracemalloc.start()
+    try:
+        summary = jr.settled(trials=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        jr.close()
+    assert len(summary) == 200 and summary["s7"].output == {"k": 7} and not summary["s7"].trials
+    assert peak < 2_000_000, f"settled(trials=False) peaked at {peak / 1e6:.1f} MB for 10 MB of trials"
