@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.journal import StepReader
 from tinyfleet_core.models import RunReport, StepResult
 
 __all__ = ["Escalation", "LEGEND", "escalations_of", "render_answer", "render_report", "totals_lines"]
@@ -81,13 +82,15 @@ def _rungs(step: StepResult) -> list[str]:
 
 def escalations_of(report: RunReport, reasons: Mapping[tuple[str, str], str] | None = None) -> list[Escalation]:
     """Every climb in ``report`` (plan order), with the run loop's reason when ``reasons``
-    (``(step_id, to_tier) -> reason``, from the run's escalation events) has it."""
+    (``(step_id, to_tier) -> reason``, from the run's escalation events) has it, else the
+    reason its trials give (read back from the journal for a step a large run kept there)."""
     out: list[Escalation] = []
-    for s in report.steps:
-        rungs = _rungs(s)
-        for a, b in zip(rungs, rungs[1:], strict=False):
-            why = (reasons or {}).get((s.step_id, b)) or _derived_reason(s, a.split(" + ")[0])
-            out.append(Escalation(s.step_id, a, b, why))
+    with StepReader(report) as whole:
+        for s in report.steps:
+            rungs = _rungs(s)
+            for a, b in zip(rungs, rungs[1:], strict=False):
+                why = (reasons or {}).get((s.step_id, b)) or _derived_reason(whole(s), a.split(" + ")[0])
+                out.append(Escalation(s.step_id, a, b, why))
     return out
 
 
@@ -205,6 +208,11 @@ def render_answer(skill: str, output: Any, *, step: StepResult | None = None, in
 
 
 def _answer_block(report: RunReport, inputs: Mapping[str, Any] | None) -> list[str]:
+    with StepReader(report) as whole:
+        return _answers(report, inputs, whole)
+
+
+def _answers(report: RunReport, inputs: Mapping[str, Any] | None, whole: StepReader) -> list[str]:
     if report.output is None:
         return ["answer: none (no step settled the plan's output)"]
     steps = report.steps
@@ -216,12 +224,12 @@ def _answer_block(report: RunReport, inputs: Mapping[str, Any] | None) -> list[s
         for k, (out, s) in enumerate(zip(report.output[:_MAX_ANSWERS], steps, strict=False)):
             item = items[k] if isinstance(items, list) and k < len(items) and isinstance(items[k], Mapping) else None
             lines.append(f"  [{k}] {s.step_id}:")
-            lines += [f"    {ln}" for ln in render_answer(skill, out, step=s, inputs=item)]
+            lines += [f"    {ln}" for ln in render_answer(skill, out, step=whole(s), inputs=item)]
         if len(report.output) > _MAX_ANSWERS:
             lines.append(f"  ... {len(report.output) - _MAX_ANSWERS} more in the report (--json)")
         return lines
     if len(steps) == 1:
-        s = steps[0]
+        s = whole(steps[0])
         return [f"answer ({s.skill}):", *(f"  {ln}" for ln in render_answer(s.skill, report.output, step=s, inputs=inputs))]
     return ["answer:", *(f"  {ln}" for ln in render_answer("", report.output))]
 

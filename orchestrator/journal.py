@@ -21,7 +21,7 @@ from typing import Protocol
 from tinyfleet_core.errors import ConfigError
 from tinyfleet_core.models import Plan, RunReport, StepResult, Task
 
-__all__ = ["Journal", "journal_path", "report_steps", "write_report_json"]
+__all__ = ["Journal", "StepReader", "journal_path", "report_steps", "write_report_json"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -189,6 +189,36 @@ def report_steps(report: RunReport) -> Iterator[StepResult]:
             yield full if full.resumed == r.resumed else full.model_copy(update={"resumed": r.resumed})
     finally:
         jr.close()
+
+
+class StepReader:
+    """One step of a report with its trials, read back from ``report.journal`` only for a step
+    the run kept there (a settled step of a large run): the console's reasons and answers ask
+    for a few steps of a 100,000-step run, not every one. Use as a context manager."""
+
+    def __init__(self, report: RunReport) -> None:
+        self._path = report.journal if report.journal is not None and any(_trials_elsewhere(r) for r in report.steps) else None
+        self._jr: Journal | None = None
+        self._seqs: dict[str, int] = {}
+
+    def __call__(self, step: StepResult) -> StepResult:
+        if self._path is None or not _trials_elsewhere(step):
+            return step
+        if self._jr is None:
+            self._jr = Journal.open_existing(self._path)
+            self._seqs = self._jr.latest_seqs()
+        if step.step_id not in self._seqs:
+            return step
+        full = self._jr.entry(self._seqs[step.step_id])
+        return full if full.resumed == step.resumed else full.model_copy(update={"resumed": step.resumed})
+
+    def __enter__(self) -> StepReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._jr is not None:
+            self._jr.close()
+            self._jr = None
 
 
 class TextSink(Protocol):

@@ -325,3 +325,26 @@ def test_resuming_a_large_run_never_holds_every_entrys_trials_at_once(tmp_path: 
         jr.close()
     assert len(summary) == 200 and summary["s7"].output == {"k": 7} and not summary["s7"].trials
     assert peak < 2_000_000, f"settled(trials=False) peaked at {peak / 1e6:.1f} MB for 10 MB of trials"
+
+
+def test_the_text_report_of_a_large_run_reads_a_climbing_steps_reasons_from_the_journal(tmp_path: Path) -> None:
+    from orchestrator.console import escalations_of
+
+    def _ladder() -> Any:
+        """The first tier answers k + 1 on odd k (refused: the step climbs with the verifier's reason)."""
+        return define_skill(
+            "test.climb", "Echo k.", N, Echo,
+            ladder=[tier("sloppy", lambda x: Echo(k=x.k + x.k % 2), max_batch=16), tier("exact", lambda x: Echo(k=x.k))],
+            verifier=lambda x, ans: (ans.k == x.k, f"wanted {x.k}, got {ans.k}"),
+        )
+
+    reports = {}
+    for keep in (True, False):
+        with Fleet(executor="local") as fleet:
+            fleet.add_skill(_ladder())
+            task = Task(id=f"climb-{keep}", skill="test.climb", inputs={"items": [{"k": k} for k in range(12)]})
+            reports[keep] = fleet.run_sync(task, journal=tmp_path / f"{keep}.sqlite", keep_trials=keep)
+    assert not any(s.trials for s in reports[False].steps)  # settled steps kept in the journal only
+    whole, small = escalations_of(reports[True]), escalations_of(reports[False])
+    assert len(whole) == 6 and [e.reason for e in small] == [e.reason for e in whole]
+    assert all("wanted" in e.reason for e in small)

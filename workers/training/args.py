@@ -41,6 +41,9 @@ def add_eval_options(e: argparse.ArgumentParser) -> None:
                         "(with --rows/--cols, or --size N: perfect N odd is the kit's ringed maze)")
     e.add_argument("--rows", type=int, default=None, help="maze.route --family: grid rows")
     e.add_argument("--cols", type=int, default=None, help="maze.route --family: grid columns")
+    e.add_argument("--calibrated", action="store_true",
+                   help="halt and report confidence with the card's calibration, as the workers serve it "
+                        "(default: the halting head's own rule)")
     e.add_argument("--givens", default=None, metavar="LO-HI",
                    help="sudoku.solve: held-out puzzles with this many clues (e.g. 22-29, the 9x9 hard band)")
     e.add_argument("--frame", type=int, default=None, metavar="F",

@@ -14,6 +14,7 @@ import torch
 
 from tinyfleet_core.errors import ConfigError, InputError
 from workers.models.trm import IGNORE, RecursiveModel, run_recursive
+from workers.serving.calibration import Calibration
 from workers.serving.neural import available_frames, checkpoint_path, load_checkpoint, set_torch_threads, sub_model
 from workers.training.data import HARD_GIVENS, SKILLS, FrameMazeData, SudokuData, TaskData, task_data
 
@@ -32,9 +33,12 @@ def evaluate(
     max_steps: int | None = None,
     batch: int = 256,
     device: str = "cpu",
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Exact accuracy (by the skill's own checker), cell accuracy, accuracy and share of answers with
-    confidence >= 0.9, mean supervision steps, items/s (model + decoding, generation excluded)."""
+    confidence >= 0.9, mean supervision steps, items/s (model + decoding, generation excluded).
+    With ``calibration`` (a card's block) rows halt and report confidence as the workers serve
+    them; without, on the model's own head."""
     items = data.items(n, split, seed)
     cap = max_steps or model.cfg.N_sup
     ok: list[bool] = []
@@ -51,7 +55,11 @@ def evaluate(
         runs = [(items[s : s + batch], model, {}) for s in range(0, n, batch)]
     for chunk, m, kw in runs:
         tokens = torch.from_numpy(data.encode(chunk, **kw)).to(device)
-        res = run_recursive(m, tokens, cap, halt=halt)
+        if calibration is None:
+            res = run_recursive(m, tokens, cap, halt=halt)
+        else:
+            res = run_recursive(m, tokens, cap, halt=halt, halt_threshold=calibration.threshold,
+                                calibrate=lambda h: torch.from_numpy(calibration.apply(h.cpu().numpy())).to(h.device))
         pred = res.pred.cpu().numpy()
         ok += data.correct(chunk, pred, **kw)
         lab = data.labels(chunk, **kw)
@@ -69,6 +77,7 @@ def evaluate(
         "seed": seed,
         "split": split,
         "halt": halt,
+        "halting": "calibrated" if calibration is not None else "native",
         "max_steps": cap,
         "exact": float(okv.mean()),
         "cell_acc": float(np.mean(cells)),
@@ -97,15 +106,17 @@ maze, its ring cropped); shapes larger than the frame are skipped."""
 
 def frame_report(
     model: RecursiveModel, frame: int, seed: int, n: int, *, device: str = "cpu", log: TextIO | None = None,
+    calibration: Calibration | None = None,
 ) -> list[dict[str, Any]]:
-    """Exact accuracy (halting on the head) per family and shape of FRAME_REPORT that fits."""
+    """Exact accuracy per family and shape of FRAME_REPORT that fits, halting on the head (or,
+    with the card's ``calibration``, as the workers serve it)."""
     rows = []
     for family, h, w in FRAME_REPORT:
         ringed = family == "perfect" and h == w and h % 2 == 1
         if max(h, w) - (2 if ringed else 0) > frame:
             continue
         data = FrameMazeData(frame, seed, family=family, rows=h, cols=w)
-        r = evaluate(model, data, n, seed, split="eval", device=device)
+        r = evaluate(model, data, n, seed, split="eval", device=device, calibration=calibration)
         rows.append({"family": family, "rows": h, "cols": w, "n": n, "exact": round(r["exact"], 4),
                      "cell_acc": round(r["cell_acc"], 4), "mean_steps": round(r["mean_steps"], 2)})
         if log is not None:
@@ -113,16 +124,22 @@ def frame_report(
     return rows
 
 
-def hard_band_eval(model: RecursiveModel, size: int, seed: int, n: int, *, device: str = "cpu") -> dict[str, Any]:
+def hard_band_eval(
+    model: RecursiveModel, size: int, seed: int, n: int, *, device: str = "cpu", calibration: Calibration | None = None,
+) -> dict[str, Any]:
     """Exact accuracy on ``n`` held-out puzzles of the size's hard band (HARD_GIVENS), halting
-    on the head and at the cap, for the model card."""
+    on the head (and, given the card's ``calibration``, as served) and at the cap, for the card."""
     lo, hi = HARD_GIVENS[size]
     data = SudokuData(size, seed, givens=(lo, hi))
     halted = evaluate(model, data, n, seed, split="eval", device=device)
     capped = evaluate(model, data, n, seed, split="eval", halt=False, device=device)
-    return {"givens": f"{lo}-{hi}", "n": n, "seed": seed, "exact": round(halted["exact"], 4),
-            "exact_at_cap": round(capped["exact"], 4), "mean_steps": round(halted["mean_steps"], 2),
-            "cell_acc": round(halted["cell_acc"], 4)}
+    out = {"givens": f"{lo}-{hi}", "n": n, "seed": seed, "exact": round(halted["exact"], 4),
+           "exact_at_cap": round(capped["exact"], 4), "mean_steps": round(halted["mean_steps"], 2),
+           "cell_acc": round(halted["cell_acc"], 4)}
+    if calibration is not None:
+        served = evaluate(model, data, n, seed, split="eval", device=device, calibration=calibration)
+        out |= {"exact_calibrated": round(served["exact"], 4), "mean_steps_calibrated": round(served["mean_steps"], 2)}
+    return out
 
 
 @torch.no_grad()
@@ -230,7 +247,12 @@ def eval_command(args: argparse.Namespace) -> int:
             raise InputError(f"--family needs a frame checkpoint; {path.name} reads {card['size']}x{card['size']} mazes only")
         data = (SudokuData(int(card["size"]), int(args.seed), givens=givens) if givens
                 else task_data(args.skill, int(card["size"]), int(args.seed)))
-    r = evaluate(model, data, int(args.n), int(args.seed), halt=bool(getattr(args, "halt", True)), device=device)
+    calibration = Calibration.from_card(card) if getattr(args, "calibrated", False) else None
+    if getattr(args, "calibrated", False) and calibration is None:
+        raise InputError(f"--calibrated needs a calibrated checkpoint; {path.name} has no calibration block "
+                         f"(tinyfleet calibrate --checkpoint {path})")
+    r = evaluate(model, data, int(args.n), int(args.seed), halt=bool(getattr(args, "halt", True)), device=device,
+                 calibration=calibration)
     r["model"] = args.model
     r["checkpoint"] = path.name
     r["train_wall_s"] = card.get("wall_s")
