@@ -48,7 +48,7 @@ from workers.training.evaluation import eval_command
 
 torch.set_num_threads(1)
 
-FRAMES = available_frames("maze.route", "trm")  # bundled, served or not (the f15 card measures below the floor)
+FRAMES = available_frames("maze.route", "trm")  # bundled, served or not
 SERVED = served_frames("maze.route", "trm")
 needs_frame = pytest.mark.skipif(not FRAMES, reason="no TRM maze frame checkpoint is bundled")
 needs_served = pytest.mark.skipif(not SERVED, reason="the bundled frame checkpoint measures below the serving floor")
@@ -59,9 +59,11 @@ def _card() -> dict[str, Any]:
 
 
 def _card_exact(family: str, rows: int, cols: int) -> float:
+    """The card's held-out exact accuracy on that family and shape, as the workers serve it
+    (calibrated halting) where the card has it, else halting on the head."""
     for row in _card()["takes"]["exact_by_family"]:
         if (row["family"], row["rows"], row["cols"]) == (family, rows, cols):
-            return float(row["exact"])
+            return float(row.get("exact_calibrated", row["exact"]))
     raise AssertionError(f"the card has no {family} {rows}x{cols} row")
 
 
@@ -241,12 +243,12 @@ def test_the_frame_checkpoint_is_small_and_its_card_says_what_it_takes() -> None
 @needs_frame
 def test_the_frame_model_answers_rectangular_ringless_grids(worker: TRMMazeWorker) -> None:
     rng = random.Random("tests:frame:rect")
-    grids = [mf.generate_family("random", 6, 8, rng) for _ in range(40)]
+    grids = [mf.generate_family("random", 6, 8, rng) for _ in range(100)]
     attempts = worker.solve_batch([Job(maze.MazeInput(grid=g)) for g in grids])
     assert all(a.error != "no trm checkpoint for 6x8 mazes" for a in attempts)
     assert all("frame" in a.info for a in attempts if a.output is not None)
     ok = sum(a.output is not None and maze.check_path(g, a.output["path"]) is None for g, a in zip(grids, attempts, strict=True))
-    floor = _card_exact("random", 6, 8) - 0.1  # 40 grids: a few points of noise, and any shortest path counts
+    floor = _card_exact("random", 6, 8) - 0.05  # 100 grids: a few points of noise; any shortest path counts
     assert ok >= floor * len(grids), (ok, _card_exact("random", 6, 8))
 
 
