@@ -57,6 +57,16 @@ PRICES = PriceTable(models={MODEL: Price(per_mtok_in=2.5, per_mtok_out=10.0, per
 FLOOR = ["......", "......", "...#..", ".#...#", "......"]
 LEG0 = with_endpoints(FLOOR, (0, 0), (4, 5))  # greedy is not shortest here
 LEG1 = with_endpoints(FLOOR, (4, 5), (0, 5))  # greedy is shortest here
+
+
+def classic_registry() -> SkillRegistry:
+    """The default skills with the maze ladder's tiny tiers left out: these tests are about the
+    large model's planning and escalation, and the bundled frame TRM reads FLOOR-sized grids
+    (it would settle the legs before the greedy tier that the tests escalate from)."""
+    registry = default_registry()
+    maze = registry.get("maze.route")
+    maze.ladder = [t for t in maze.ladder if t.kind != "tiny"]
+    return registry
 GOAL = (
     "Plan a delivery route on this warehouse floor: from the dock at the top-left to the packing "
     "station at the bottom-right, then on to the loading bay at the top-right. Give me the whole route."
@@ -128,7 +138,7 @@ def expected_cost(server: ScriptedOpenAIServer) -> float:
 async def test_task_planned_into_dag_with_one_step_escalated_and_verified(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.on(competent_model)
     events: list[Event] = []
-    fleet = Fleet(planner=planner_for(openai_server), executor="local", hooks=[events.append])
+    fleet = Fleet(planner=planner_for(openai_server), registry=classic_registry(), executor="local", hooks=[events.append])
     report = await fleet.run(Task(goal=GOAL, inputs={"floor": FLOOR, "stops": [[0, 0], [4, 5], [0, 5]]}))
     await fleet.close()
 
@@ -184,7 +194,7 @@ async def test_429_500_and_timeouts_are_retried_then_succeed(
     )
     openai_server.on(competent_model)
     planner = planner_for(openai_server, max_attempts=5)
-    fleet = Fleet(planner=planner, executor="local")
+    fleet = Fleet(planner=planner, registry=classic_registry(), executor="local")
     t0 = time.monotonic()
     report = await fleet.run(Task(goal=GOAL))
     elapsed = time.monotonic() - t0
@@ -217,7 +227,7 @@ async def test_endpoint_that_never_recovers_fails_clearly_in_bounded_time(
     openai_server: ScriptedOpenAIServer, fault: Fault, overrides: dict[str, Any], says: str
 ) -> None:
     openai_server.always(fault)
-    fleet = Fleet(planner=planner_for(openai_server, **overrides), executor="local")
+    fleet = Fleet(planner=planner_for(openai_server, **overrides), registry=classic_registry(), executor="local")
     t0 = time.monotonic()
     with pytest.raises(LLMUnavailable) as info:
         await fleet.run(Task(goal=GOAL))
@@ -245,7 +255,7 @@ async def test_unreachable_endpoint_is_retried_then_named() -> None:
 async def test_escalation_to_a_dead_endpoint_fails_the_step_not_the_process(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(Reply.json(ROUTE_PLAN, **PLAN_USAGE))
     openai_server.always(Fault.server_error(502))
-    fleet = Fleet(planner=planner_for(openai_server, max_attempts=2), executor="local")
+    fleet = Fleet(planner=planner_for(openai_server, max_attempts=2), registry=classic_registry(), executor="local")
     report = await fleet.run(Task(goal=GOAL))
     await fleet.close()
     steps = by_id(report.steps)
@@ -282,7 +292,7 @@ async def test_malformed_and_invalid_plans_are_reasked_with_the_exact_error(open
         Reply.json(UNKNOWN_SKILL),
     )
     openai_server.on(competent_model)
-    fleet = Fleet(planner=planner_for(openai_server, max_repairs=3), executor="local")
+    fleet = Fleet(planner=planner_for(openai_server, max_repairs=3), registry=classic_registry(), executor="local")
     report = await fleet.run(Task(goal=GOAL))
     await fleet.close()
     assert report.status == "succeeded", report.error
@@ -303,7 +313,7 @@ async def test_malformed_and_invalid_plans_are_reasked_with_the_exact_error(open
 
 async def test_invalid_plans_past_the_bound_give_a_clear_plan_error(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(Reply.json(DANGLING), Reply.json(UNKNOWN_SKILL), Reply.json(MISFIT))
-    fleet = Fleet(planner=planner_for(openai_server, max_repairs=2), executor="local")
+    fleet = Fleet(planner=planner_for(openai_server, max_repairs=2), registry=classic_registry(), executor="local")
     with pytest.raises(ModelOutputError) as info:
         await fleet.run(Task(goal=GOAL))
     await fleet.close()
@@ -322,7 +332,7 @@ async def test_json_schema_rejected_falls_back_to_json_mode(
     caplog.set_level(logging.WARNING, logger="tinyfleet.llm")
     with ScriptedOpenAIServer(json_schema_supported=False) as server:
         server.on(lambda req: Reply.json(ROUTE_PLAN) if "delivery route" in req.last_user else maze_answer(req))
-        fleet = Fleet(planner=planner_for(server), executor="local")
+        fleet = Fleet(planner=planner_for(server), registry=classic_registry(), executor="local")
         report = await fleet.run(Task(goal=GOAL))
         await fleet.close()
     assert report.status == "succeeded", report.error
@@ -381,7 +391,7 @@ async def test_budget_on_the_large_model_stops_the_run_partial(
     openai_server: ScriptedOpenAIServer, budget: Budget, name: str, solve_calls: int
 ) -> None:
     openai_server.on(competent_model)
-    fleet = Fleet(planner=planner_for(openai_server), executor="local")
+    fleet = Fleet(planner=planner_for(openai_server), registry=classic_registry(), executor="local")
     report = await fleet.run(Task(goal=GOAL, budget=budget))
     await fleet.close()
     assert report.status == "partial"
@@ -404,7 +414,7 @@ async def test_api_key_appears_in_no_log_event_report_journal_or_exception(
     openai_server.always(Fault(status=400, message="bad request", echo_auth=True))
     events: list[Event] = []
     planner = planner_for(openai_server)
-    fleet = Fleet(planner=planner, executor="local", hooks=[events.append])
+    fleet = Fleet(planner=planner, registry=classic_registry(), executor="local", hooks=[events.append])
     journal = tmp_path / "run.sqlite"
     report = await fleet.run(Task(goal=GOAL), journal=journal)
 
@@ -618,7 +628,7 @@ async def test_planner_runs_end_to_end_through_an_injected_transport() -> None:
         (200, _completion_body(MODEL, json.dumps(UNKNOWN_SKILL), 900, 120), {}),  # re-asked by the planner
     )
     planner = OpenAIPlanner(injected_settings(), prices=PRICES, transport=httpx2.MockTransport(model))
-    fleet = Fleet(planner=planner, executor="local")
+    fleet = Fleet(planner=planner, registry=classic_registry(), executor="local")
     report = await fleet.run(Task(goal=GOAL))
     await fleet.close()
 

@@ -28,6 +28,7 @@ from workers.serving.neural import (
     has_checkpoint,
     load_checkpoint,
     maze_labels,
+    served_frames,
     set_torch_threads,
 )
 
@@ -251,9 +252,15 @@ def test_bundled_maze_checkpoint_routes_fresh_mazes_near_its_model_card(side: in
     attempts = w.solve_batch([Job(maze.MazeInput(grid=g), particle=k % 3) for k, g in enumerate(grids)])
     ok = [a.output is not None and maze.check_path(g, a.output["path"]) is None for g, a in zip(grids, attempts)]
     assert sum(ok) >= 0.95 * len(grids)  # cards: 99.2% exact on 500 mazes for both 7x7 and 11x11
-    odd = maze.generate(side + 2, rng)  # 9x9 and 13x13: no checkpoint
+    assert all(a.info.get("frame") is None for a in attempts)  # its own checkpoint keeps its size
+    odd = maze.generate(side + 2, rng)  # 9x9 and 13x13: no per-size checkpoint
     (a,) = w.solve_batch([Job(maze.MazeInput(grid=odd))])
-    assert a.output is None  # no checkpoint of that size: give up, the step escalates
+    if served_frames("maze.route", "trm"):
+        assert a.info.get("frame") == 15  # the frame model reads every grid up to its frame
+    else:
+        assert a.output is None  # no checkpoint of that size: give up, the step escalates
+    (big,) = w.solve_batch([Job(maze.MazeInput(grid=maze.generate(19, rng)))])
+    assert big.output is None and big.error  # over every size and frame: give up, the step escalates
 
 
 # ------------------------------------------------------------------------- bad checkpoints

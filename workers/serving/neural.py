@@ -274,6 +274,11 @@ class _SudokuWorker(_RecursiveWorker):
         return [a for a in out if a is not None]
 
 
+FRAME_MARGIN = 0.02
+"""How much better (exact accuracy, on the cards) a frame model must have measured on a ringed
+square maze than that size's own checkpoint before it takes those mazes from it."""
+
+
 class _MazeWorker(_RecursiveWorker):
     """Routes a maze with a frame model (any grid that fits its frame) or, for a square
     ringed maze of a per-size checkpoint's side, with that checkpoint when its card measured
@@ -317,9 +322,11 @@ class _MazeWorker(_RecursiveWorker):
         frames = sorted(-k for k in self.models if -1000 < k < 0)
         inner = crop_border(grid)
         if h == w and inner is not None and h in self.models:
+            # the per-size checkpoint (the specialist, maybe a learned version of it) keeps its
+            # own shape unless a frame model measured clearly better on it
             per_size = float((self.models[h][1].get("eval") or {}).get("exact", 1.0))
             framed = [frame_exact(self.models[-f][1], "perfect", h, w) for f in frames]
-            if not frames or all(x is None or x < per_size for x in framed):
+            if not frames or all(x is None or x < per_size + FRAME_MARGIN for x in framed):
                 return h, inner, 1
         for f in frames:
             view = frame_view(grid, f)
