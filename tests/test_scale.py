@@ -348,3 +348,13 @@ def test_the_text_report_of_a_large_run_reads_a_climbing_steps_reasons_from_the_
     whole, small = escalations_of(reports[True]), escalations_of(reports[False])
     assert len(whole) == 6 and [e.reason for e in small] == [e.reason for e in whole]
     assert all("wanted" in e.reason for e in small)
+
+
+def test_the_run_view_of_a_large_run_shows_every_settled_steps_attempts(tmp_path: Path) -> None:
+    from orchestrator.view.document import document_from_report
+
+    small = _run(20, tmp_path / "v.sqlite", keep_trials=False)
+    assert not small.steps[0].trials  # kept in the journal only
+    doc, details = document_from_report(small, source="live")
+    assert [len(details[f"item{k}"]["trials"]) for k in range(20)] == [1] * 20
+    assert doc["tiers"]["echo"]["attempts"] == 20  # per-tier counts include the steps read back

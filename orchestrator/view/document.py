@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.journal import Journal
+from orchestrator.journal import Journal, report_steps
 from orchestrator.ledger import totals as add_up
 from planners.plan_check import dependencies
 from tinyfleet_core.errors import InputError, PlanError
@@ -238,7 +238,8 @@ def document_from_report(
         "executor": report.executor, "stopped_by": report.stopped_by, "error": report.error, "source": source,
         "has_plan": bool(plans),
     }
-    return build(report.steps, plans=plans, tasks=tasks, run=run, totals=report.totals.model_dump())
+    steps = list(report_steps(report))  # whole: a large run keeps settled steps' trials in its journal only
+    return build(steps, plans=plans, tasks=tasks, run=run, totals=report.totals.model_dump())
 
 
 def _journal_meta(path: Path) -> dict[str, str]:
