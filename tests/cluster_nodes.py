@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import json
 import os
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,23 @@ def mixed_plan(n_sudoku: int, n_maze: int, seed: int = 5) -> Any:
 
 DRIVER = str(HERE / "cluster_nodes.py")
 DRIVERS: list[subprocess.Popen[str]] = []  # killed when a test's cluster stops, should a test fail mid-run
+
+@contextlib.contextmanager
+def running_cluster(nodes: Sequence[tuple[str, str]], **options: Any) -> Iterator[LocalCluster]:
+    """A ``LocalCluster(**options)`` with its head and ``nodes`` started; on the way out every
+    fault-run driver still running (DRIVERS) is killed and the cluster stopped."""
+    c = LocalCluster(**options)
+    try:
+        c.start_head()
+        c.add_nodes(nodes)
+        yield c
+    finally:
+        for proc in DRIVERS:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        c.stop()
+
 
 def journal_rows(path: Path) -> int:
     try:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_nodes import DRIVERS, Driver, LocalCluster, journal_ids, journal_rows, settled_once
+from cluster_nodes import Driver, LocalCluster, journal_ids, journal_rows, running_cluster, settled_once
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,17 +34,8 @@ STALL_S = 30.0  # no new journal row for this long after the head is back: the d
 
 @pytest.fixture()
 def cluster() -> Iterator[LocalCluster]:
-    c = LocalCluster(redis=True)
-    try:
-        c.start_head()
-        c.add_nodes([("cpu-a", "cpu_worker"), ("gpu-a", "gpu_worker")])
+    with running_cluster([("cpu-a", "cpu_worker"), ("gpu-a", "gpu_worker")], redis=True) as c:
         yield c
-    finally:
-        for proc in DRIVERS:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        c.stop()
 
 
 def _until_done_or_stalled(run: Driver, limit_s: float = 180.0) -> bool:

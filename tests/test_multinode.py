@@ -28,24 +28,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_nodes import DRIVERS, RAY, ROOT, Driver, LocalCluster, _pgid_members, journal_ids, journal_rows, settled_once
+from cluster_nodes import RAY, ROOT, Driver, LocalCluster, _pgid_members, journal_ids, journal_rows, running_cluster, settled_once
 
 from workers.kits import sudoku
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    c = LocalCluster(dashboard=True)
-    try:
-        c.start_head()
-        c.add_nodes([("cpu-a", "cpu_worker"), ("cpu-b", "cpu_worker"), ("gpu-a", "gpu_worker")])
+    with running_cluster([("cpu-a", "cpu_worker"), ("cpu-b", "cpu_worker"), ("gpu-a", "gpu_worker")], dashboard=True) as c:
         yield c
-    finally:
-        for proc in DRIVERS:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        c.stop()
 
 
 @pytest.mark.slow
