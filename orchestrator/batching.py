@@ -10,8 +10,7 @@ size, not the queue's, so 100,000 queued jobs cost no more per job than 100. The
 layer of a pool: the local executor's, and the Ray router's in the driver (a Ray pool's actor
 runs each batch it is handed as it is).
 
-``running`` and ``peak_running`` say how many batches run now and the most that ever ran at
-once; ``queued`` how many jobs wait.
+``queued`` says how many jobs wait.
 """
 
 from __future__ import annotations
@@ -52,8 +51,6 @@ class Batcher(Generic[J, R]):
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.items = 0
-        self.running = 0
-        self.peak_running = 0
 
     @property
     def queued(self) -> int:
@@ -119,8 +116,6 @@ class Batcher(Generic[J, R]):
             task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[tuple[J, asyncio.Future[R]]]) -> None:
-        self.running += 1
-        self.peak_running = max(self.peak_running, self.running)
         try:
             self.batches += 1
             self.items += len(batch)
@@ -143,7 +138,6 @@ class Batcher(Generic[J, R]):
                 if not fut.done():
                     fut.set_result(res)
         finally:
-            self.running -= 1
             self._release()
 
     def _release(self) -> None:

@@ -175,20 +175,9 @@ def _trials_elsewhere(r: StepResult) -> bool:
 def report_steps(report: RunReport) -> Iterator[StepResult]:
     """``report.steps`` whole, in plan order, one at a time: a step whose trials the run kept
     in the journal only (a settled step with none) is read back from ``report.journal``."""
-    if report.journal is None or not any(_trials_elsewhere(r) for r in report.steps):
-        yield from report.steps
-        return
-    jr = Journal.open_existing(report.journal)
-    try:
-        seqs = jr.latest_seqs()
+    with StepReader(report) as whole:
         for r in report.steps:
-            if not _trials_elsewhere(r) or r.step_id not in seqs:
-                yield r
-                continue
-            full = jr.entry(seqs[r.step_id])
-            yield full if full.resumed == r.resumed else full.model_copy(update={"resumed": r.resumed})
-    finally:
-        jr.close()
+            yield whole(r)
 
 
 class StepReader:
